@@ -51,6 +51,10 @@ type backend struct {
 	// tokensMinted counts CI tokens minted by this process, for status.
 	tokensMinted atomic.Int64
 
+	// observedLifetime is the lifetime of the last minted token, in
+	// nanoseconds, for the warning on role writes that ask for more.
+	observedLifetime atomic.Int64
+
 	// now is the clock, replaceable in tests.
 	now func() time.Time
 }

@@ -423,8 +423,16 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	if err != nil {
 		return nil, err
 	}
-	if root != nil && root.RefreshToken != "" && !d.Get("force").(bool) {
-		return logical.ErrorResponse("the mount holds a root grant that deleting config would discard; it cannot be recovered without reseeding. Pass force=true to delete anyway"), logical.ErrInvalidRequest
+	force := d.Get("force").(bool)
+	outstanding, err := countOutstandingLeases(ctx, req.Storage, b.now())
+	if err != nil {
+		return nil, err
+	}
+	if outstanding > 0 && !force {
+		return logical.ErrorResponse("force: %d CI token leases are outstanding; revoke them first (vault lease revoke -prefix %screds/) or pass force=true, after which they still revoke with the client credentials each lease stored", outstanding, req.MountPoint), logical.ErrInvalidRequest
+	}
+	if root != nil && root.RefreshToken != "" && !force {
+		return logical.ErrorResponse("force: the mount holds a root grant that deleting config would discard, and it cannot be recovered without reseeding; pass force=true to delete anyway"), logical.ErrInvalidRequest
 	}
 
 	if err := req.Storage.Delete(ctx, rootStoragePath); err != nil {

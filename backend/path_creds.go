@@ -96,6 +96,12 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 		b.revokeUnreturned(ctx, eng, role, tok)
 		return nil, fmt.Errorf("writing WAL entry for the minted token: %w", err)
 	}
+	record := &leaseRecord{Role: roleName, IssuedAt: issuedAt, ExpiresAt: lease.tokenExpiresAt}
+	if err := putLeaseRecord(ctx, req.Storage, internal.RecordKey, record); err != nil {
+		b.revokeUnreturned(ctx, eng, role, tok)
+		b.deleteWAL(ctx, req.Storage, walID)
+		return nil, err
+	}
 
 	resp := b.Secret(secretTypeCIToken).Response(credsResponseData(role, roleName, tok, lease), internal.toMap())
 	resp.Secret.TTL = lease.ttl
@@ -104,6 +110,7 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 	b.deleteWAL(ctx, req.Storage, walID)
 
 	b.tokensMinted.Add(1)
+	b.observedLifetime.Store(int64(lease.tokenExpiresAt.Sub(issuedAt)))
 	b.Logger().Debug("token minted", "role", roleName, "token_id", internal.TokenID, "ttl", int64(lease.ttl.Seconds()))
 	return resp, nil
 }
@@ -260,14 +267,17 @@ func (b *backend) revokeUnreturned(ctx context.Context, eng *engine, role *roleE
 }
 
 // rollbackMint revokes a token whose response was never returned.
-func (b *backend) rollbackMint(ctx context.Context, data interface{}) error {
+func (b *backend) rollbackMint(ctx context.Context, s logical.Storage, data interface{}) error {
 	var entry tokenRevocation
 	if err := mapToStruct(data, &entry); err != nil {
 		b.Logger().Warn("dropping malformed WAL entry", "kind", walKindMint, "error", err)
 		return nil
 	}
 	b.Logger().Info("revoking a token minted by a request that did not finish", "token_id", entry.TokenID, "role", entry.Role)
-	return b.revokeUpstream(ctx, &entry)
+	if err := b.revokeUpstream(ctx, &entry); err != nil {
+		return err
+	}
+	return b.deleteLeaseRecord(ctx, s, &entry)
 }
 
 const pathCredsHelpSynopsis = `Mint a CI token for a role.`

@@ -228,6 +228,9 @@ func (b *backend) roleWarnings(role *roleEntry) []string {
 			}
 		}
 	}
+	if observed := time.Duration(b.observedLifetime.Load()); observed > 0 && role.TTL > observed {
+		warnings = append(warnings, fmt.Sprintf("ttl of %d seconds exceeds the lifetime of the upstream's tokens (%d seconds when last minted); leases will be capped to the token's lifetime.", int(role.TTL.Seconds()), int(observed.Seconds())))
+	}
 	if role.Strategy == strategyRefresh {
 		warnings = append(warnings, "strategy refresh rotates the root grant on every mint, and upstreams such as Hydra revoke the previous access token at each rotation, so a token of this role lives only until the next mint or scheduled rotation.")
 	}

@@ -77,6 +77,9 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if err := b.rotateStandbyIfDue(ctx, req.Storage, cfg); err != nil {
 		b.Logger().Warn("scheduled rotation of the standby grant failed", "error", err)
 	}
+	if err := b.purgeExpiredLeaseRecords(ctx, req.Storage); err != nil {
+		b.Logger().Warn("purging lease records failed", "error", err)
+	}
 	return nil
 }
 
@@ -111,7 +114,7 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	case walKindRootRefresh:
 		return b.rollbackRootRefresh(ctx, req.Storage, data)
 	case walKindMint:
-		return b.rollbackMint(ctx, data)
+		return b.rollbackMint(ctx, req.Storage, data)
 	default:
 		// An unknown kind comes from a newer version; dropping it is safer
 		// than keeping it forever.

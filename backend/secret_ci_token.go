@@ -26,6 +26,7 @@ const maxRevocationTimeout = 10 * time.Second
 type tokenRevocation struct {
 	AccessToken        string    `json:"access_token"`
 	TokenID            string    `json:"token_id"`
+	RecordKey          string    `json:"record_key"`
 	Role               string    `json:"role"`
 	Strategy           string    `json:"strategy"`
 	TokenExpiresAt     time.Time `json:"token_expires_at"`
@@ -42,6 +43,7 @@ func revocationData(cfg *engineConfig, role *roleEntry, roleName string, tok *up
 	return &tokenRevocation{
 		AccessToken:        tok.AccessToken,
 		TokenID:            tokenID(tok.AccessToken),
+		RecordKey:          leaseRecordKey(expiresAt, tokenID(tok.AccessToken)),
 		Role:               roleName,
 		Strategy:           role.Strategy,
 		TokenExpiresAt:     expiresAt.UTC(),
@@ -127,7 +129,21 @@ func (b *backend) secretCITokenRevoke(ctx context.Context, req *logical.Request,
 	if err := b.revokeUpstream(ctx, &data); err != nil {
 		return nil, err
 	}
+	if err := b.deleteLeaseRecord(ctx, req.Storage, &data); err != nil {
+		return nil, err
+	}
 	return nil, nil
+}
+
+// deleteLeaseRecord removes the record of a revoked token.
+func (b *backend) deleteLeaseRecord(ctx context.Context, s logical.Storage, data *tokenRevocation) error {
+	if data.RecordKey == "" {
+		return nil
+	}
+	if err := s.Delete(ctx, data.RecordKey); err != nil {
+		return fmt.Errorf("deleting lease record: %w", err)
+	}
+	return nil
 }
 
 // revokeUpstream revokes one token at the upstream, treating every outcome
