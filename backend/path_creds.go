@@ -115,7 +115,7 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-// mint asks the upstream for a token in the role's way.
+// mint requests a token from the upstream with the role's strategy.
 func (b *backend) mint(ctx context.Context, s logical.Storage, eng *engine, role *roleEntry) (*upstream.Token, error) {
 	if role.Strategy == strategyRefresh {
 		result, err := b.rotateRoot(ctx, s, -1, "mint")
@@ -225,8 +225,8 @@ func expirySkew(remaining time.Duration) time.Duration {
 	return min(remaining/10, maxExpirySkew)
 }
 
-// credsResponseData is what a caller of creds/<role> receives: everything a
-// template needs, from one lease.
+// credsResponseData builds the data a caller of creds/<role> receives:
+// everything a template needs, from one lease.
 func credsResponseData(role *roleEntry, roleName string, tok *upstream.Token, l lease) map[string]interface{} {
 	scope := tok.Scope
 	if scope == "" {
