@@ -1,0 +1,99 @@
+// Command dev starts the same stack as the demo, with the plugin mounted at
+// ci-tokens/, configured against Hydra and the role deploy written, prints
+// the environment to reach it and keeps it running until Ctrl-C or SIGTERM.
+//
+// Run it with `make dev` or `go run ./scripts/dev` from the repository root.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ci-tokens/vault-plugin-secrets-ci-tokens/scripts/devstack"
+)
+
+func main() {
+	var opts devstack.Options
+	flag.StringVar(&opts.Dir, "dir", "",
+		"directory for the servers' files and logs, kept on exit (default: a temporary directory, removed on exit)")
+	flag.BoolVar(&opts.PersistentVault, "persistent-vault", false,
+		"run Vault with file storage, initialized and unsealed, instead of dev mode")
+	flag.BoolVar(&opts.HydraSQLite, "hydra-sqlite", false,
+		"keep Hydra's state in SQLite instead of memory")
+	flag.DurationVar(&opts.AccessTokenTTL, "access-token-ttl", 0,
+		"lifetime of Hydra's access tokens (default: Hydra's 1h)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Stdout, opts)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dev: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, out io.Writer, opts devstack.Options) (err error) {
+	opts.Logf = func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	stack, err := devstack.Up(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintln(out, "\nStopping Vault and Hydra.")
+		err = errors.Join(err, stack.Close())
+	}()
+
+	printEnvironment(out, stack)
+	return waitForStop(ctx, stack)
+}
+
+func printEnvironment(out io.Writer, s *devstack.Stack) {
+	fmt.Fprintf(out, `
+Vault and Hydra are running, with %[1]s %[2]s mounted at %[3]s/.
+In another shell:
+
+  export VAULT_ADDR=%[4]s VAULT_TOKEN=%[5]s
+  alias vault=%[6]s
+  vault write -f %[3]s/creds/%[7]s
+
+Hydra issuer (public API): %[8]s
+Hydra admin API:           %[9]s
+Engine's Hydra client:     %[10]s
+Vault log:                 %[11]s
+Hydra log:                 %[12]s
+
+Press Ctrl-C to stop both servers.
+`,
+		s.Plugin.Name, s.Plugin.Version, devstack.MountPath,
+		s.Vault.Addr, s.Vault.Token, s.Vault.Binary, devstack.RoleName,
+		s.Hydra.PublicURL, s.Hydra.AdminURL, s.EngineClient.ID,
+		s.Vault.LogPath, s.Hydra.LogPath)
+}
+
+// waitForStop returns nil when ctx ends, or an error as soon as either
+// server exits on its own.
+func waitForStop(ctx context.Context, s *devstack.Stack) error {
+	ticker := time.NewTicker(2 * time.Second)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+		if !s.Vault.Running() {
+			return fmt.Errorf("vault exited; see %s", s.Vault.LogPath)
+		}
+		if !s.Hydra.Running() {
+			return fmt.Errorf("hydra exited; see %s", s.Hydra.LogPath)
+		}
+	}
+}
