@@ -207,19 +207,30 @@ func transportReason(err error) string {
 	}
 }
 
+// maxRetryAfter caps the delay a Retry-After header can ask for, so that
+// an upstream cannot postpone rotation of the root grant for longer than a
+// day, and a huge number of seconds cannot overflow time.Duration.
+const maxRetryAfter = 24 * time.Hour
+
 // parseRetryAfter reads a Retry-After header value (RFC 9110 section
 // 10.2.3): a number of seconds or an HTTP date. It returns 0 when absent or
-// malformed.
+// malformed, and at most maxRetryAfter.
 func parseRetryAfter(value string, now time.Time) time.Duration {
 	value = strings.TrimSpace(value)
 	if value == "" {
 		return 0
 	}
-	if seconds, err := strconv.Atoi(value); err == nil && seconds > 0 {
+	if seconds, err := strconv.ParseInt(value, 10, 64); err == nil {
+		if seconds <= 0 {
+			return 0
+		}
+		if seconds >= int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
 		return time.Duration(seconds) * time.Second
 	}
 	if at, err := http.ParseTime(value); err == nil && at.After(now) {
-		return at.Sub(now)
+		return min(at.Sub(now), maxRetryAfter)
 	}
 	return 0
 }
