@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 )
@@ -235,12 +237,17 @@ func parseRetryAfter(value string, now time.Time) time.Duration {
 	return 0
 }
 
-// sanitize keeps at most limit printable characters of s and replaces every
-// secret in it, so upstream text can be shown to operators.
+// sanitize keeps at most limit bytes of printable characters of s and
+// replaces every secret in it, also in its form-encoded spelling, so upstream
+// text can be shown to operators.
 func sanitize(s string, limit int, secrets []string) string {
 	for _, secret := range secrets {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
+		if secret == "" {
+			continue
+		}
+		s = strings.ReplaceAll(s, secret, "[redacted]")
+		if encoded := url.QueryEscape(secret); encoded != secret {
+			s = strings.ReplaceAll(s, encoded, "[redacted]")
 		}
 	}
 	s = strings.Map(func(r rune) rune {
@@ -250,7 +257,12 @@ func sanitize(s string, limit int, secrets []string) string {
 		return ' '
 	}, s)
 	if len(s) > limit {
-		s = s[:limit] + "..."
+		// Cut at a rune boundary, so the message stays valid UTF-8.
+		cut := limit
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return strings.TrimSpace(s)
 }
