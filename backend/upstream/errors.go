@@ -128,6 +128,17 @@ var terminalCodes = map[string]bool{
 	"expired_token":          true,
 }
 
+// transientCodes are the OAuth 2.0 error codes that report a passing
+// condition of the server rather than a verdict on the request. RFC 6749
+// defines server_error and temporarily_unavailable for the authorization
+// endpoint, and some servers send them from the token endpoint too.
+var transientCodes = map[string]bool{
+	"server_error":            true,
+	"temporarily_unavailable": true,
+	"slow_down":               true,
+	"authorization_pending":   true,
+}
+
 // maxDescriptionLength bounds how much of an upstream error_description is
 // kept, so a hostile or chatty server cannot flood logs.
 const maxDescriptionLength = 200
@@ -164,7 +175,7 @@ func classifyResponse(endpoint string, re *oauth2.RetrieveError, secrets []strin
 	switch {
 	case e.Status == http.StatusTooManyRequests || e.Status >= 500:
 		e.Class = Transient
-	case e.Code == "temporarily_unavailable" || e.Code == "slow_down" || e.Code == "authorization_pending":
+	case transientCodes[e.Code]:
 		e.Class = Transient
 	case e.Code != "" && (terminalCodes[e.Code] || (e.Status >= 400 && e.Status < 500)):
 		e.Class = Terminal
@@ -190,8 +201,13 @@ func transportReason(err error) string {
 		return "response has no access_token"
 	case errors.Is(err, errEmptyRefreshToken):
 		return "response has an empty refresh_token"
+	case strings.Contains(msg, "missing access_token"):
+		// x/oauth2's own check, reached by a 200 whose body is not JSON.
+		return "response has no access_token"
 	case strings.Contains(msg, "cannot parse"):
-		return "response is not valid JSON"
+		// x/oauth2 reports truncated JSON and members of the wrong type,
+		// such as a numeric refresh_token, alike.
+		return "response is not a valid token response"
 	case strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "Client.Timeout"):
 		return "request timed out"
 	case strings.Contains(msg, "connection refused"):
