@@ -243,6 +243,10 @@ func fromOAuth2(raw *oauth2.Token) (*Token, error) {
 	return tok, nil
 }
 
+// maxNumericDate is 9999-12-31T23:59:59Z in Unix seconds. A larger exp
+// claim is treated as absent, which also keeps the conversion to int64 safe.
+const maxNumericDate = 253402300799
+
 // jwtExpiry returns the exp claim of a JWT access token (RFC 9068), or zero
 // for an opaque token. The signature is not checked: the value only bounds
 // how long a lease may last, and the upstream is the party that signed it.
@@ -251,7 +255,8 @@ func jwtExpiry(token string) time.Time {
 	if len(parts) != 3 {
 		return time.Time{}
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	// RFC 7515 forbids padding, but some issuers send it.
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
 		return time.Time{}
 	}
@@ -261,11 +266,13 @@ func jwtExpiry(token string) time.Time {
 	if json.Unmarshal(payload, &claims) != nil {
 		return time.Time{}
 	}
-	exp, err := claims.Exp.Int64()
-	if err != nil || exp <= 0 {
+	// exp is a NumericDate (RFC 7519 section 2), which may have a fraction
+	// or an exponent; the fraction is dropped, so the lease ends no later.
+	exp, err := claims.Exp.Float64()
+	if err != nil || exp < 1 || exp > maxNumericDate {
 		return time.Time{}
 	}
-	return time.Unix(exp, 0)
+	return time.Unix(int64(exp), 0)
 }
 
 // Revoke revokes token at the RFC 7009 endpoint revocationURL. The upstream
