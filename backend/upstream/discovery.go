@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -23,11 +24,22 @@ type Metadata struct {
 // maxMetadataBody bounds the size of a discovery document.
 const maxMetadataBody = 1 << 20
 
-// wellKnownPaths are tried in order: OpenID Connect first, because more
-// upstreams serve it, then RFC 8414.
-var wellKnownPaths = []string{
-	"/.well-known/openid-configuration",
-	"/.well-known/oauth-authorization-server",
+// metadataURLs returns the discovery URLs to try for issuer, in order:
+// OpenID Connect Discovery first, because more upstreams serve it, then
+// RFC 8414. RFC 8414 section 3.1 inserts the well-known path between the
+// host and the issuer's path. Some servers serve it appended to the issuer
+// instead, so for an issuer with a path that form is tried last.
+func metadataURLs(issuer string) []string {
+	base := strings.TrimSuffix(issuer, "/")
+	urls := []string{base + "/.well-known/openid-configuration"}
+	u, err := url.Parse(base)
+	if err != nil || u.Path == "" {
+		return append(urls, base+"/.well-known/oauth-authorization-server")
+	}
+	inserted := *u
+	inserted.Path = "/.well-known/oauth-authorization-server" + u.Path
+	inserted.RawPath = ""
+	return append(urls, inserted.String(), base+"/.well-known/oauth-authorization-server")
 }
 
 // Discover fetches the metadata of issuer. It checks that the document names
@@ -36,17 +48,17 @@ var wellKnownPaths = []string{
 func Discover(ctx context.Context, httpClient *http.Client, issuer string) (*Metadata, error) {
 	base := strings.TrimSuffix(issuer, "/")
 	var lastErr error
-	for _, path := range wellKnownPaths {
-		md, err := fetchMetadata(ctx, httpClient, base+path)
+	for _, metadataURL := range metadataURLs(issuer) {
+		md, err := fetchMetadata(ctx, httpClient, metadataURL)
 		if err != nil {
 			lastErr = err
 			continue
 		}
 		if strings.TrimSuffix(md.Issuer, "/") != base {
-			return nil, fmt.Errorf("discovery document at %s names issuer %q, not %q", base+path, md.Issuer, issuer)
+			return nil, fmt.Errorf("discovery document at %s names issuer %q, not %q", metadataURL, md.Issuer, issuer)
 		}
 		if md.TokenEndpoint == "" {
-			return nil, fmt.Errorf("discovery document at %s has no token_endpoint", base+path)
+			return nil, fmt.Errorf("discovery document at %s has no token_endpoint", metadataURL)
 		}
 		return md, nil
 	}
