@@ -265,12 +265,18 @@ func applyConfigFields(cfg *engineConfig, d *framework.FieldData) []string {
 	}
 	if raw, ok := d.GetOk("client_auth_method"); ok {
 		cfg.ClientAuthMethod = raw.(string)
+		if cfg.ClientAuthMethod != upstream.AuthClientSecretBasic && cfg.ClientAuthMethod != upstream.AuthClientSecretPost {
+			addProblem("client_auth_method: invalid value %q; expected %s or %s", cfg.ClientAuthMethod, upstream.AuthClientSecretBasic, upstream.AuthClientSecretPost)
+		}
 	}
 	if raw, ok := d.GetOk("ca_pem"); ok {
 		cfg.CAPEM = raw.(string)
 	}
 	if raw, ok := d.GetOk("tls_min_version"); ok {
 		cfg.TLSMinVersion = raw.(string)
+		if cfg.TLSMinVersion != tlsVersion12 && cfg.TLSMinVersion != tlsVersion13 {
+			addProblem("tls_min_version: invalid value %q; expected %s or %s", cfg.TLSMinVersion, tlsVersion12, tlsVersion13)
+		}
 	}
 	if raw, ok := d.GetOk("request_timeout"); ok {
 		timeout := time.Duration(raw.(int)) * time.Second
@@ -352,7 +358,7 @@ func rotationFieldError(err error) string {
 	switch {
 	case errors.Is(err, automatedrotationutil.ErrRotationMutuallyExclusiveFields):
 		return "rotation_schedule: mutually exclusive with rotation_period; set only one"
-	case strings.Contains(msg, "rotation_schedule"):
+	case strings.HasPrefix(msg, "failed to parse provided rotation_schedule"):
 		return "rotation_schedule: invalid cron expression: " + strings.TrimPrefix(msg, "failed to parse provided rotation_schedule: ")
 	case strings.Contains(msg, "rotation_window"):
 		return "rotation_window: " + msg

@@ -166,6 +166,9 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) []string {
 	var problems []string
 	if raw, ok := d.GetOk("strategy"); ok {
 		role.Strategy = raw.(string)
+		if role.Strategy != strategyClientCredentials && role.Strategy != strategyRefresh {
+			problems = append(problems, fmt.Sprintf("strategy: invalid value %q; expected %s or %s", role.Strategy, strategyClientCredentials, strategyRefresh))
+		}
 	}
 	if raw, ok := d.GetOk("scopes"); ok {
 		role.Scopes = cleanList(raw.([]string))
