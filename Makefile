@@ -24,11 +24,11 @@ test: test-unit test-e2e
 
 ## test-unit: the engine's unit tests with the race detector
 test-unit:
-	$(GO) test -race -count=1 ./backend/... ./cmd/...
+	$(GO) test -race -count=1 -short ./backend/... ./cmd/...
 
-## test-e2e: tests that start Vault and Hydra on 127.0.0.1
+## test-e2e: tests that start Vault and Hydra on 127.0.0.1 (they skip under -short)
 test-e2e: tools
-	$(GO) test -count=1 -timeout 40m ./scripts/...
+	$(GO) test -count=1 -timeout 40m ./scripts/... ./cmd/... ./bootstrap/...
 
 ## demo: walk through the engine against real servers, then stop them
 demo: tools
