@@ -185,11 +185,15 @@ func (b *backend) redeem(ctx context.Context, s logical.Storage, eng *engine, g 
 		}
 	}
 
-	attempt.token, err = eng.client.Refresh(ctx, g.RefreshToken)
+	// Once sent, a refresh must run to its end even if the caller gives up:
+	// its response carries the only copy of the new refresh token. The
+	// HTTP client's request_timeout still bounds each request.
+	sendCtx := context.WithoutCancel(ctx)
+	attempt.token, err = eng.client.Refresh(sendCtx, g.RefreshToken)
 	if upstream.ClassOf(err) == upstream.Ambiguous {
 		b.Logger().Warn("refresh response lost; retrying once with the same refresh token", "slot", slot, "generation", g.Generation, "error", err)
 		attempt.sentBefore = true
-		attempt.token, err = eng.client.Refresh(ctx, g.RefreshToken)
+		attempt.token, err = eng.client.Refresh(sendCtx, g.RefreshToken)
 	}
 	if err != nil {
 		attempt.token = nil
