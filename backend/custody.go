@@ -110,12 +110,8 @@ func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, eng *engi
 		return nil, err
 	}
 
-	hash, err := b.hashToken(ctx, s, root.RefreshToken)
-	if err != nil {
-		return nil, err
-	}
 	now := b.now().UTC()
-	root.advance(hash, attempt.token, now)
+	root.advance(attempt.redeemedHash, attempt.token, now)
 	root.State = stateHealthy
 	root.ConsecutiveFailures = 0
 	root.LastError = ""
@@ -150,6 +146,11 @@ type redeemAttempt struct {
 	token *upstream.Token
 	walID string
 
+	// redeemedHash is the salted hash of the redeemed token, computed
+	// before the request so that nothing but storing the result can fail
+	// once the upstream has rotated.
+	redeemedHash string
+
 	// sentBefore is true when the token had already been sent upstream
 	// before this attempt's final request, so an invalid_grant for it is not
 	// proof that someone else used it.
@@ -167,6 +168,7 @@ func (b *backend) redeem(ctx context.Context, s logical.Storage, eng *engine, g 
 	if err != nil {
 		return attempt, err
 	}
+	attempt.redeemedHash = hash
 	attempt.sentBefore = g.SentHash == hash
 
 	attempt.walID, err = framework.PutWAL(ctx, s, walKindRootRefresh, &rootRefreshWAL{

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -78,6 +79,11 @@ func (b *backend) pathSeedWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	if eng == nil {
 		return logical.ErrorResponse(errNotConfigured.Error()), logical.ErrInvalidRequest
+	}
+	// Load the salt before the exchange: installing the new grant hashes
+	// the old one, and that must not fail once the code is spent.
+	if _, err := b.getSalt(ctx, req.Storage); err != nil {
+		return nil, fmt.Errorf("loading salt: %w", err)
 	}
 
 	var tok *upstream.Token

@@ -112,10 +112,6 @@ func (b *backend) knownToken(ctx context.Context, s logical.Storage, root *rootG
 // redeemSeed redeems a new seed once and returns the grant it starts,
 // numbered after generation.
 func (b *backend) redeemSeed(ctx context.Context, s logical.Storage, eng *engine, field, seed string, generation int64) (*grant, error) {
-	hash, err := b.hashToken(ctx, s, seed)
-	if err != nil {
-		return nil, err
-	}
 	g := &grant{RefreshToken: seed, Generation: generation}
 	attempt, err := b.redeem(ctx, s, eng, g, slotSeed, nil)
 	if attempt.walID != "" {
@@ -128,29 +124,33 @@ func (b *backend) redeemSeed(ctx context.Context, s logical.Storage, eng *engine
 		}
 		return nil, err
 	}
-	g.SentHash = hash
-	g.advance(hash, attempt.token, b.now().UTC())
+	g.SentHash = attempt.redeemedHash
+	g.advance(attempt.redeemedHash, attempt.token, b.now().UTC())
 	return g, nil
 }
 
 // seedPrimary replaces the root grant with a redeemed seed. The replaced
 // grant's hashes are kept, so replaying its seed stays a no-op.
 func (b *backend) seedPrimary(ctx context.Context, s logical.Storage, eng *engine, root *rootGrant, seed string) error {
+	// Hash the replaced token first: once the seed is redeemed, a failure
+	// would lose the refresh token that replaced it.
+	previous := root.grant
+	var previousHash string
+	if previous.RefreshToken != "" {
+		var err error
+		if previousHash, err = b.hashToken(ctx, s, previous.RefreshToken); err != nil {
+			return err
+		}
+	}
+
 	g, err := b.redeemSeed(ctx, s, eng, "refresh_token", seed, root.Generation)
 	if err != nil {
 		return err
 	}
-	previous := root.grant
 	for _, hash := range previous.Consumed {
 		g.remember(hash)
 	}
-	if previous.RefreshToken != "" {
-		hash, err := b.hashToken(ctx, s, previous.RefreshToken)
-		if err != nil {
-			return err
-		}
-		g.remember(hash)
-	}
+	g.remember(previousHash)
 	installGrant(root, g)
 	if err := b.putRoot(ctx, s, root); err != nil {
 		return err
@@ -245,11 +245,7 @@ func (b *backend) rotateStandbyIfDue(ctx context.Context, s logical.Storage, cfg
 	persistSent := func() error { return b.putRoot(ctx, s, root) }
 	attempt, err := b.redeem(ctx, s, eng, &standby.grant, slotStandby, persistSent)
 	if err == nil {
-		hash, hashErr := b.hashToken(ctx, s, standby.RefreshToken)
-		if hashErr != nil {
-			return hashErr
-		}
-		standby.advance(hash, attempt.token, now.UTC())
+		standby.advance(attempt.redeemedHash, attempt.token, now.UTC())
 		standby.LastError = ""
 	} else if upstream.ClassOf(err) != upstream.Transient {
 		standby.State = stateNeedsReseed
