@@ -223,15 +223,17 @@ func (b *backend) recordRootFailure(ctx context.Context, s logical.Storage, root
 	root.ConsecutiveFailures++
 
 	switch upstreamErr.Class {
-	case upstream.Transient:
+	case upstream.Transient, upstream.Ambiguous:
+		// A refresh and its retry that both got no usable response do not
+		// prove the grant lost: the upstream may never have processed
+		// them. The token is kept, and the next attempt shows which it
+		// was, because a spent token then comes back as invalid_grant.
 		root.State = stateDegraded
 		root.RetryAt = now.Add(rotationBackoff(root.ConsecutiveFailures, upstreamErr.RetryAfter))
+		if upstreamErr.Class == upstream.Ambiguous {
+			root.LastError = "the refresh and its retry got no usable response, so the refresh token may have been spent; the next attempt shows whether it still works: " + upstreamErr.Error()
+		}
 		b.Logger().Warn("root grant rotation failed; will retry", "generation", root.Generation, "consecutive_failures", root.ConsecutiveFailures, "retry_at", root.RetryAt.Format(time.RFC3339), "error", upstreamErr)
-	case upstream.Ambiguous:
-		root.State = stateNeedsReseed
-		root.LastError = "two refresh requests got no usable response, so the refresh token may have been spent: " + upstreamErr.Error()
-		b.Logger().Error("root grant lost: no usable response to the refresh and its retry", "generation", root.Generation, "error", upstreamErr)
-		b.sendEvent(ctx, eventRootRejected, "generation", fmt.Sprint(root.Generation), "cause", "ambiguous")
 	default:
 		if upstreamErr.Code == "invalid_grant" && !attempt.sentBefore {
 			root.State = stateCompromised

@@ -247,7 +247,7 @@ func (b *backend) rotateStandbyIfDue(ctx context.Context, s logical.Storage, cfg
 	if err == nil {
 		standby.advance(attempt.redeemedHash, attempt.token, now.UTC())
 		standby.LastError = ""
-	} else if upstream.ClassOf(err) != upstream.Transient {
+	} else if upstream.ClassOf(err) == upstream.Terminal {
 		standby.State = stateNeedsReseed
 		standby.LastError = err.Error()
 		b.Logger().Error("standby grant rejected by the upstream; seed a new standby", "generation", standby.Generation, "error", err)
