@@ -97,7 +97,13 @@ func (b *backend) rotateRoot(ctx context.Context, s logical.Storage, seenGenerat
 // Callers hold rootMu.
 func (b *backend) rotateLocked(ctx context.Context, s logical.Storage, eng *engine, root *rootGrant, reason string) (*rotationResult, error) {
 	if root.terminal() {
-		return nil, reseedError(root)
+		// A standby seeded after the root grant failed takes over here.
+		if !root.standbyReady() {
+			return nil, reseedError(root)
+		}
+		if err := b.promoteStandby(ctx, s, root); err != nil {
+			return nil, err
+		}
 	}
 
 	persistSent := func() error { return b.putRoot(ctx, s, root) }
@@ -257,7 +263,7 @@ func (b *backend) recordRootFailure(ctx context.Context, s logical.Storage, root
 		b.deleteWAL(ctx, s, attempt.walID)
 	}
 
-	if root.terminal() && root.Standby != nil && root.Standby.State == stateHealthy {
+	if root.terminal() && root.standbyReady() {
 		if err := b.promoteStandby(ctx, s, root); err != nil {
 			return false, err
 		}
@@ -288,7 +294,9 @@ func (b *backend) promoteStandby(ctx context.Context, s logical.Storage, root *r
 	if err := b.putRoot(ctx, s, root); err != nil {
 		return err
 	}
-	b.Logger().Error("standby grant promoted to root grant; seed a new standby", "generation", root.Generation, "lost_generation", lost.Generation)
+	// Warn, not Error: the loss of the root grant was logged as an error,
+	// and mints keep working.
+	b.Logger().Warn("standby grant promoted to root grant; seed a new standby", "generation", root.Generation, "lost_generation", lost.Generation)
 	b.sendEvent(ctx, eventStandbyActive, "generation", fmt.Sprint(root.Generation))
 	return nil
 }

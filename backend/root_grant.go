@@ -99,6 +99,12 @@ func (r *rootGrant) terminal() bool {
 	return r.State == stateNeedsReseed || r.State == stateCompromised
 }
 
+// standbyReady reports whether a healthy standby grant can replace the
+// root grant.
+func (r *rootGrant) standbyReady() bool {
+	return r.Standby != nil && r.Standby.State == stateHealthy
+}
+
 // remember records a salted hash in the bounded consumed list.
 func (g *grant) remember(hash string) {
 	if hash == "" || slices.Contains(g.Consumed, hash) {

@@ -85,6 +85,8 @@ func (b *backend) seedGrants(ctx context.Context, s logical.Storage, eng *engine
 			warnings = append(warnings, "standby_refresh_token is one the engine already holds or has consumed; the standby grant is unchanged.")
 		} else if err := b.seedStandby(ctx, s, eng, root, seeds.standby); err != nil {
 			return nil, err
+		} else if root.StandbyNeeded {
+			warnings = append(warnings, "The root grant needed reseeding, so the new standby grant replaced it; seed a new standby_refresh_token.")
 		}
 	}
 	return warnings, nil
@@ -182,6 +184,12 @@ func (b *backend) seedStandby(ctx context.Context, s logical.Storage, eng *engin
 	}
 	root.Standby = &standbyGrant{grant: *g, State: stateHealthy}
 	root.StandbyNeeded = false
+	if root.terminal() {
+		// The root grant failed before a standby existed; the new standby
+		// takes its place at once, so mints work again.
+		b.Logger().Info("standby grant seeded", "generation", g.Generation)
+		return b.promoteStandby(ctx, s, root)
+	}
 	if err := b.putRoot(ctx, s, root); err != nil {
 		return err
 	}
