@@ -283,9 +283,7 @@ func (b *backend) promoteStandby(ctx context.Context, s logical.Storage, root *r
 	// Generations keep growing across a promotion, so that a generation
 	// number names one refresh token for the life of the mount.
 	root.Generation = max(lost.Generation, standby.Generation) + 1
-	for _, hash := range lost.Consumed {
-		root.remember(hash)
-	}
+	root.inherit(&lost)
 	root.State = stateHealthy
 	root.ConsecutiveFailures = 0
 	root.RetryAt = time.Time{}

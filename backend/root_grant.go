@@ -25,6 +25,10 @@ const (
 // so a short history is enough.
 const maxConsumedHashes = 32
 
+// maxSeedHashes bounds the salted hashes of seeds kept. Seeds come from
+// operators, so the list grows only with reseeding, never with rotation.
+const maxSeedHashes = 32
+
 // grant is one refresh token chain held by the engine.
 type grant struct {
 	// RefreshToken is the newest refresh token; it is the only one the
@@ -45,6 +49,14 @@ type grant struct {
 	// Consumed holds salted hashes of seeds and spent refresh tokens, newest
 	// last, at most maxConsumedHashes.
 	Consumed []string `json:"consumed,omitempty"`
+
+	// Seeds holds salted hashes of the refresh tokens written as seeds of
+	// this grant and of the grants it replaced, newest last, at most
+	// maxSeedHashes. Rotations never push a seed out of this list, so a
+	// re-applied configuration stays a no-op however often the grant
+	// rotated since. Redeeming a spent seed again would make most
+	// upstreams revoke the live grant.
+	Seeds []string `json:"seeds,omitempty"`
 }
 
 // rootGrant is the stored custody record of the mount's root grant and the
@@ -85,9 +97,11 @@ type standbyGrant struct {
 func (r *rootGrant) clone() *rootGrant {
 	c := *r
 	c.Consumed = slices.Clone(r.Consumed)
+	c.Seeds = slices.Clone(r.Seeds)
 	if r.Standby != nil {
 		standby := *r.Standby
 		standby.Consumed = slices.Clone(r.Standby.Consumed)
+		standby.Seeds = slices.Clone(r.Standby.Seeds)
 		c.Standby = &standby
 	}
 	return &c
@@ -107,13 +121,41 @@ func (r *rootGrant) standbyReady() bool {
 
 // remember records a salted hash in the bounded consumed list.
 func (g *grant) remember(hash string) {
-	if hash == "" || slices.Contains(g.Consumed, hash) {
-		return
+	g.Consumed = appendBounded(g.Consumed, hash, maxConsumedHashes)
+}
+
+// rememberSeed records the salted hash of a seed.
+func (g *grant) rememberSeed(hash string) {
+	g.Seeds = appendBounded(g.Seeds, hash, maxSeedHashes)
+}
+
+// inherit takes over the hashes of a grant that g replaces, so replaying
+// anything the old grant knew stays a no-op.
+func (g *grant) inherit(old *grant) {
+	for _, hash := range old.Consumed {
+		g.remember(hash)
 	}
-	g.Consumed = append(g.Consumed, hash)
-	if len(g.Consumed) > maxConsumedHashes {
-		g.Consumed = g.Consumed[len(g.Consumed)-maxConsumedHashes:]
+	for _, hash := range old.Seeds {
+		g.rememberSeed(hash)
 	}
+}
+
+// knows reports whether hash is one of g's seeds or consumed tokens.
+func (g *grant) knows(hash string) bool {
+	return slices.Contains(g.Seeds, hash) || slices.Contains(g.Consumed, hash)
+}
+
+// appendBounded appends hash to list unless it is empty or present, and
+// drops the oldest entries beyond limit.
+func appendBounded(list []string, hash string, limit int) []string {
+	if hash == "" || slices.Contains(list, hash) {
+		return list
+	}
+	list = append(list, hash)
+	if len(list) > limit {
+		list = list[len(list)-limit:]
+	}
+	return list
 }
 
 // getRoot returns the newest root grant: the one held in memory after a

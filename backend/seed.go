@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -104,7 +103,7 @@ func (b *backend) knownToken(ctx context.Context, s logical.Storage, root *rootG
 		grants = append(grants, &root.Standby.grant)
 	}
 	for _, g := range grants {
-		if g.RefreshToken == token || slices.Contains(g.Consumed, hash) {
+		if g.RefreshToken == token || g.knows(hash) {
 			return true, nil
 		}
 	}
@@ -127,6 +126,7 @@ func (b *backend) redeemSeed(ctx context.Context, s logical.Storage, eng *engine
 		return nil, err
 	}
 	g.SentHash = attempt.redeemedHash
+	g.rememberSeed(attempt.redeemedHash)
 	g.advance(attempt.redeemedHash, attempt.token, b.now().UTC())
 	return g, nil
 }
@@ -149,9 +149,7 @@ func (b *backend) seedPrimary(ctx context.Context, s logical.Storage, eng *engin
 	if err != nil {
 		return err
 	}
-	for _, hash := range previous.Consumed {
-		g.remember(hash)
-	}
+	g.inherit(&previous)
 	g.remember(previousHash)
 	installGrant(root, g)
 	if err := b.putRoot(ctx, s, root); err != nil {
@@ -211,9 +209,7 @@ func (b *backend) installExchangedGrant(ctx context.Context, s logical.Storage, 
 		root = &rootGrant{}
 	}
 	g := &grant{RefreshToken: tok.RefreshToken, Generation: root.Generation + 1, LastRotatedAt: b.now().UTC()}
-	for _, hash := range root.Consumed {
-		g.remember(hash)
-	}
+	g.inherit(&root.grant)
 	if root.RefreshToken != "" {
 		hash, err := b.hashToken(ctx, s, root.RefreshToken)
 		if err != nil {
