@@ -46,15 +46,25 @@ func rootDueAt(cfg *engineConfig, root *rootGrant, now time.Time) (time.Time, er
 	if root == nil || root.RefreshToken == "" || root.terminal() {
 		return time.Time{}, nil
 	}
-	if root.RotateNow {
-		return now, nil
+	return dueAt(cfg, root.LastRotatedAt, root.RetryAt, root.RotateNow, now)
+}
+
+// dueAt returns when a grant last rotated at last is due, no earlier than
+// retryAt. A grant whose rotation was interrupted is due now, even with
+// automated rotation off, because the upstream's grace period for the
+// spent token may be short. The backoff still applies after such a retry
+// failed, so a broken upstream is not asked on every tick.
+func dueAt(cfg *engineConfig, last, retryAt time.Time, rotateNow bool, now time.Time) (time.Time, error) {
+	due := now
+	if !rotateNow {
+		next, err := nextRotation(cfg, last, now)
+		if err != nil || next.IsZero() {
+			return next, err
+		}
+		due = next
 	}
-	due, err := nextRotation(cfg, root.LastRotatedAt, now)
-	if err != nil || due.IsZero() {
-		return due, err
-	}
-	if root.RetryAt.After(due) {
-		due = root.RetryAt
+	if retryAt.After(due) {
+		due = retryAt
 	}
 	return due, nil
 }
