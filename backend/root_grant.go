@@ -90,6 +90,15 @@ type standbyGrant struct {
 
 	State     string `json:"state"`
 	LastError string `json:"last_error,omitempty"`
+
+	// ConsecutiveFailures and RetryAt back off scheduled rotations of the
+	// standby after transient failures, as for the root grant.
+	ConsecutiveFailures int       `json:"consecutive_failures,omitempty"`
+	RetryAt             time.Time `json:"retry_at,omitempty"`
+
+	// RotateNow asks the next tick to rotate the standby regardless of the
+	// schedule, after an interrupted rotation of it was found.
+	RotateNow bool `json:"rotate_now,omitempty"`
 }
 
 // clone returns a deep copy, so a failed update never changes the caller's

@@ -49,6 +49,15 @@ func rootDueAt(cfg *engineConfig, root *rootGrant, now time.Time) (time.Time, er
 	return dueAt(cfg, root.LastRotatedAt, root.RetryAt, root.RotateNow, now)
 }
 
+// standbyDueAt returns when the standby grant should rotate next; zero
+// means never.
+func standbyDueAt(cfg *engineConfig, standby *standbyGrant, now time.Time) (time.Time, error) {
+	if standby == nil || standby.RefreshToken == "" || standby.State != stateHealthy {
+		return time.Time{}, nil
+	}
+	return dueAt(cfg, standby.LastRotatedAt, standby.RetryAt, standby.RotateNow, now)
+}
+
 // dueAt returns when a grant last rotated at last is due, no earlier than
 // retryAt. A grant whose rotation was interrupted is due now, even with
 // automated rotation off, because the upstream's grace period for the
@@ -133,11 +142,12 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 	}
 }
 
-// rollbackRootRefresh notes a refresh interrupted before its result was
-// stored. The refresh token has already been marked as sent, so the next
-// rotation classifies an invalid_grant as a lost response rather than reuse;
-// the next tick retries at once, which an upstream with a rotation grace
-// period still accepts.
+// rollbackRootRefresh notes a refresh of the root or standby grant that
+// was interrupted before its result was stored. The refresh token has
+// already been marked as sent, so the next rotation classifies an
+// invalid_grant as a lost response rather than reuse. The next tick
+// retries at once, which an upstream with a rotation grace period still
+// accepts.
 func (b *backend) rollbackRootRefresh(ctx context.Context, s logical.Storage, data interface{}) error {
 	var entry rootRefreshWAL
 	if err := mapToStruct(data, &entry); err != nil {
@@ -151,12 +161,18 @@ func (b *backend) rollbackRootRefresh(ctx context.Context, s logical.Storage, da
 	if err != nil || root == nil {
 		return err
 	}
-	if entry.Slot != slotPrimary || root.Generation != entry.Generation {
+	switch {
+	case entry.Slot == slotPrimary && root.Generation == entry.Generation:
+		root.RetryAt = time.Time{}
+		root.RotateNow = true
+	case entry.Slot == slotStandby && root.Standby != nil && root.Standby.Generation == entry.Generation:
+		root.Standby.RetryAt = time.Time{}
+		root.Standby.RotateNow = true
+	default:
+		// The rotation finished after all, or the grant was replaced.
 		return nil
 	}
-	b.Logger().Warn("found an interrupted rotation of the root grant; retrying it", "generation", entry.Generation, "started_at", entry.StartedAt.Format(time.RFC3339))
-	root.RetryAt = time.Time{}
-	root.RotateNow = true
+	b.Logger().Warn("found an interrupted rotation; retrying it", "slot", entry.Slot, "generation", entry.Generation, "started_at", entry.StartedAt.Format(time.RFC3339))
 	return b.putRoot(ctx, s, root)
 }
 
@@ -191,6 +207,9 @@ func (b *backend) recoverInterruptedRotations(ctx context.Context, req *logical.
 		}
 		if err := b.rotateRootIfDue(context.Background(), req.Storage, cfg); err != nil {
 			b.Logger().Warn("rotation after an interrupted one failed", "error", err)
+		}
+		if err := b.rotateStandbyIfDue(context.Background(), req.Storage, cfg); err != nil {
+			b.Logger().Warn("rotation of the standby grant after an interrupted one failed", "error", err)
 		}
 	}()
 	return nil

@@ -226,17 +226,18 @@ func (b *backend) installExchangedGrant(ctx context.Context, s logical.Storage, 
 }
 
 // rotateStandbyIfDue keeps the standby grant fresh on the root grant's
-// schedule. A standby that fails is marked, and status asks for a new one.
+// schedule. Transient failures back off like the root grant's. A standby
+// the upstream rejects is marked, and status asks for a new one.
 func (b *backend) rotateStandbyIfDue(ctx context.Context, s logical.Storage, cfg *engineConfig) error {
 	b.rootMu.Lock()
 	defer b.rootMu.Unlock()
 
 	root, err := b.getRoot(ctx, s)
-	if err != nil || root == nil || root.Standby == nil || root.Standby.State != stateHealthy {
+	if err != nil || root == nil || root.Standby == nil {
 		return err
 	}
 	now := b.now()
-	due, err := nextRotation(cfg, root.Standby.LastRotatedAt, now)
+	due, err := standbyDueAt(cfg, root.Standby, now)
 	if err != nil || due.IsZero() || now.Before(due) {
 		return err
 	}
@@ -248,15 +249,9 @@ func (b *backend) rotateStandbyIfDue(ctx context.Context, s logical.Storage, cfg
 	standby := root.Standby
 	persistSent := func() error { return b.putRoot(ctx, s, root) }
 	attempt, err := b.redeem(ctx, s, eng, &standby.grant, slotStandby, persistSent)
-	if err == nil {
-		standby.advance(attempt.redeemedHash, attempt.token, now.UTC())
-		standby.LastError = ""
-	} else if upstream.ClassOf(err) == upstream.Terminal {
-		standby.State = stateNeedsReseed
-		standby.LastError = err.Error()
+	recordStandbyOutcome(standby, attempt, err, now.UTC())
+	if err != nil && standby.State == stateNeedsReseed {
 		b.Logger().Error("standby grant rejected by the upstream; seed a new standby", "generation", standby.Generation, "error", err)
-	} else {
-		standby.LastError = err.Error()
 	}
 	if putErr := b.putRoot(ctx, s, root); putErr != nil {
 		return putErr
@@ -265,4 +260,28 @@ func (b *backend) rotateStandbyIfDue(ctx context.Context, s logical.Storage, cfg
 		b.deleteWAL(ctx, s, attempt.walID)
 	}
 	return err
+}
+
+// recordStandbyOutcome applies the result of one standby refresh.
+func recordStandbyOutcome(standby *standbyGrant, attempt redeemAttempt, err error, now time.Time) {
+	if err == nil {
+		standby.advance(attempt.redeemedHash, attempt.token, now)
+		standby.LastError = ""
+		standby.ConsecutiveFailures = 0
+		standby.RetryAt = time.Time{}
+		standby.RotateNow = false
+		return
+	}
+	standby.LastError = err.Error()
+	if upstream.ClassOf(err) == upstream.Terminal {
+		standby.State = stateNeedsReseed
+		return
+	}
+	var retryAfter time.Duration
+	var upstreamErr *upstream.Error
+	if errors.As(err, &upstreamErr) {
+		retryAfter = upstreamErr.RetryAfter
+	}
+	standby.ConsecutiveFailures++
+	standby.RetryAt = now.Add(rotationBackoff(standby.ConsecutiveFailures, retryAfter))
 }
