@@ -96,8 +96,8 @@ type standbyGrant struct {
 	ConsecutiveFailures int       `json:"consecutive_failures,omitempty"`
 	RetryAt             time.Time `json:"retry_at,omitempty"`
 
-	// RotateNow asks the next tick to rotate the standby regardless of the
-	// schedule, after an interrupted rotation of it was found.
+	// RotateNow makes the next tick rotate the standby regardless of the
+	// schedule, because a rotation of it was interrupted.
 	RotateNow bool `json:"rotate_now,omitempty"`
 }
 
@@ -149,8 +149,8 @@ func (g *grant) inherit(old *grant) {
 	}
 }
 
-// knows reports whether hash is one of g's seeds or consumed tokens.
-func (g *grant) knows(hash string) bool {
+// hasSeen reports whether hash is one of g's seeds or consumed tokens.
+func (g *grant) hasSeen(hash string) bool {
 	return slices.Contains(g.Seeds, hash) || slices.Contains(g.Consumed, hash)
 }
 

@@ -103,7 +103,7 @@ func (b *backend) knownToken(ctx context.Context, s logical.Storage, root *rootG
 		grants = append(grants, &root.Standby.grant)
 	}
 	for _, g := range grants {
-		if g.RefreshToken == token || g.knows(hash) {
+		if g.RefreshToken == token || g.hasSeen(hash) {
 			return true, nil
 		}
 	}
@@ -227,7 +227,7 @@ func (b *backend) installExchangedGrant(ctx context.Context, s logical.Storage, 
 
 // rotateStandbyIfDue keeps the standby grant fresh on the root grant's
 // schedule. Transient failures back off like the root grant's. A standby
-// the upstream rejects is marked, and status asks for a new one.
+// that the upstream rejects is marked needs_reseed, which status reports.
 func (b *backend) rotateStandbyIfDue(ctx context.Context, s logical.Storage, cfg *engineConfig) error {
 	b.rootMu.Lock()
 	defer b.rootMu.Unlock()
