@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -80,17 +79,30 @@ func (b *backend) pathSeedWrite(ctx context.Context, req *logical.Request, d *fr
 	if eng == nil {
 		return logical.ErrorResponse(errNotConfigured.Error()), logical.ErrInvalidRequest
 	}
-	// Load the salt before the exchange: installing the new grant hashes
-	// the old one, and that must not fail once the code is spent.
-	if _, err := b.getSalt(ctx, req.Storage); err != nil {
-		return nil, fmt.Errorf("loading salt: %w", err)
+
+	// The lock is held across the exchange, so that two writes of the same
+	// code cannot both reach the upstream: a replayed code makes most
+	// upstreams revoke the tokens issued for it.
+	b.rootMu.Lock()
+	defer b.rootMu.Unlock()
+	prep, err := b.prepareExchange(ctx, req.Storage, code+deviceCode)
+	if err != nil {
+		return nil, err
+	}
+	if prep.root.hasSeen(prep.codeHash) {
+		resp := seedResponse(prep.root, "")
+		resp.AddWarning("The code was already exchanged; the root grant is unchanged.")
+		return resp, nil
 	}
 
+	// Like a refresh, a sent exchange must finish even if the caller gives
+	// up, because its response carries the only copy of the new token.
+	sendCtx := context.WithoutCancel(ctx)
 	var tok *upstream.Token
 	if deviceCode != "" {
-		tok, err = eng.client.Exchange(ctx, deviceCodeGrantType, map[string]string{"device_code": deviceCode})
+		tok, err = eng.client.Exchange(sendCtx, deviceCodeGrantType, map[string]string{"device_code": deviceCode})
 	} else {
-		tok, err = eng.client.ExchangeCode(ctx, code, verifier, redirectURI)
+		tok, err = eng.client.ExchangeCode(sendCtx, code, verifier, redirectURI)
 	}
 	var upstreamErr *upstream.Error
 	if errors.As(err, &upstreamErr) {
@@ -107,15 +119,18 @@ func (b *backend) pathSeedWrite(ctx context.Context, req *logical.Request, d *fr
 		return logical.ErrorResponse("code: the upstream returned no refresh token; request the offline_access scope (or the upstream's equivalent) in the authorization"), logical.ErrInvalidRequest
 	}
 
-	b.rootMu.Lock()
-	root, err := b.installExchangedGrant(ctx, req.Storage, tok)
-	b.rootMu.Unlock()
+	root, err := b.installExchangedGrant(ctx, req.Storage, prep, tok)
 	if err != nil {
 		return nil, err
 	}
+	return seedResponse(root, tok.Scope), nil
+}
+
+// seedResponse returns the non-secret result of a seed write.
+func seedResponse(root *rootGrant, scope string) *logical.Response {
 	return &logical.Response{Data: map[string]interface{}{
 		"generation": root.Generation,
 		"state":      root.State,
-		"scope":      strings.TrimSpace(tok.Scope),
-	}}, nil
+		"scope":      strings.TrimSpace(scope),
+	}}
 }

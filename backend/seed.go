@@ -195,9 +195,18 @@ func (b *backend) seedStandby(ctx context.Context, s logical.Storage, eng *engin
 	return nil
 }
 
-// installExchangedGrant makes a refresh token fresh from a code exchange the
-// root grant. It has never been sent, so nothing is redeemed.
-func (b *backend) installExchangedGrant(ctx context.Context, s logical.Storage, tok *upstream.Token) (*rootGrant, error) {
+// exchangePreparation is what installing a grant from a code exchange
+// needs, gathered before the exchange so that nothing but storing the
+// result can fail once the code is spent.
+type exchangePreparation struct {
+	root         *rootGrant
+	codeHash     string
+	previousHash string
+}
+
+// prepareExchange stores a pending grant, reads the root grant and hashes
+// the code and the current refresh token. Callers hold rootMu.
+func (b *backend) prepareExchange(ctx context.Context, s logical.Storage, code string) (*exchangePreparation, error) {
 	if err := b.storePending(ctx, s); err != nil {
 		return nil, err
 	}
@@ -208,15 +217,28 @@ func (b *backend) installExchangedGrant(ctx context.Context, s logical.Storage, 
 	if root == nil {
 		root = &rootGrant{}
 	}
-	g := &grant{RefreshToken: tok.RefreshToken, Generation: root.Generation + 1, LastRotatedAt: b.now().UTC()}
-	g.inherit(&root.grant)
+	prep := &exchangePreparation{root: root}
+	if prep.codeHash, err = b.hashToken(ctx, s, code); err != nil {
+		return nil, err
+	}
 	if root.RefreshToken != "" {
-		hash, err := b.hashToken(ctx, s, root.RefreshToken)
-		if err != nil {
+		if prep.previousHash, err = b.hashToken(ctx, s, root.RefreshToken); err != nil {
 			return nil, err
 		}
-		g.remember(hash)
 	}
+	return prep, nil
+}
+
+// installExchangedGrant makes a refresh token fresh from a code exchange the
+// root grant. It has never been sent, so nothing is redeemed. The code's
+// hash is kept with the seeds, so a replayed write is recognised without
+// asking the upstream. Callers hold rootMu.
+func (b *backend) installExchangedGrant(ctx context.Context, s logical.Storage, prep *exchangePreparation, tok *upstream.Token) (*rootGrant, error) {
+	root := prep.root
+	g := &grant{RefreshToken: tok.RefreshToken, Generation: root.Generation + 1, LastRotatedAt: b.now().UTC()}
+	g.inherit(&root.grant)
+	g.remember(prep.previousHash)
+	g.rememberSeed(prep.codeHash)
 	installGrant(root, g)
 	if err := b.putRoot(ctx, s, root); err != nil {
 		return nil, err
