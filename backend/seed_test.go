@@ -280,3 +280,32 @@ func TestSeedFromCode(t *testing.T) {
 	}
 	assertNoSecretsInReads(env)
 }
+
+func TestSeedCodeReplay(t *testing.T) {
+	env := getTestBackend(t)
+	env.configure()
+	verifier := strings.Repeat("w", 43)
+	redirect := "http://127.0.0.1/callback"
+	code := env.issuer.IssueCode(testClientID, redirect, []string{"offline_access", "openid"}, fakeissuer.S256Challenge(verifier))
+	env.addSecret(code, verifier)
+	body := map[string]interface{}{"code": code, "code_verifier": verifier, "redirect_uri": redirect}
+	env.mustRequest(logical.UpdateOperation, "seed", body)
+	rotateTimes(env, maxConsumedHashes+1)
+	before := env.root()
+	stats := env.issuer.Stats()
+
+	// A client that retries the write after a lost response replays it.
+	resp := env.mustRequest(logical.UpdateOperation, "seed", body)
+	if !strings.Contains(strings.Join(resp.Warnings, " "), "already exchanged") {
+		t.Errorf("warnings = %q, want one saying the code was already exchanged", resp.Warnings)
+	}
+	if got := resp.Data["generation"]; got != before.Generation {
+		t.Errorf("generation = %v, want %d", got, before.Generation)
+	}
+	if got := env.issuer.Stats(); got != stats {
+		t.Errorf("issuer counters = %+v, want %+v unchanged", got, stats)
+	}
+	if !env.issuer.Active(env.root().RefreshToken) {
+		t.Errorf("live refresh token revoked by the replayed write")
+	}
+}
