@@ -195,9 +195,10 @@ func (b *backend) seedStandby(ctx context.Context, s logical.Storage, eng *engin
 	return nil
 }
 
-// exchangePreparation is what installing a grant from a code exchange
-// needs, gathered before the exchange so that nothing but storing the
-// result can fail once the code is spent.
+// exchangePreparation holds the root grant and the hashes that installing
+// a grant from a code exchange needs. They are gathered before the
+// exchange, so that nothing but storing the result can fail once the code
+// is spent.
 type exchangePreparation struct {
 	root         *rootGrant
 	codeHash     string
