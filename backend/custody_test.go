@@ -36,12 +36,22 @@ func (c *testClock) Advance(d time.Duration) {
 }
 
 // getClockedBackend returns a test backend whose clock, and the fake
-// issuer's, is a testClock.
+// issuer's, is a testClock. Its cleanup also fails the test if the log
+// contains any token of the fake issuer, including tokens whose response
+// the test made the engine lose.
 func getClockedBackend(t *testing.T, opts ...fakeissuer.Option) (*testEnv, *testClock) {
 	t.Helper()
 	clock := &testClock{}
 	env := getTestBackend(t, append(opts, fakeissuer.WithClock(clock.Now))...)
 	env.b.now = clock.Now
+	t.Cleanup(func() {
+		logs := env.logs.String()
+		for _, marker := range secretMarkers {
+			if strings.Contains(logs, marker) {
+				t.Errorf("the backend's log contains a token of the fake issuer (%s...)", marker)
+			}
+		}
+	})
 	return env, clock
 }
 

@@ -46,7 +46,7 @@ func TestSeedReplayIsNoOp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := getTestBackend(t)
+			env, _ := getClockedBackend(t)
 			seed := env.issuer.SeedGrant(testClientID, []string{"offline_access", "openid"})
 			env.addSecret(seed)
 			body := env.baseConfig()
@@ -86,7 +86,7 @@ func TestSeedReplayIsNoOp(t *testing.T) {
 }
 
 func TestSeedNewGrant(t *testing.T) {
-	env := getTestBackend(t)
+	env, _ := getClockedBackend(t)
 	first := env.configure()
 	rotateTimes(env, 2)
 	before := env.root()
@@ -152,7 +152,7 @@ func TestSeedRejected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := getTestBackend(t)
+			env, _ := getClockedBackend(t)
 			env.configure()
 			before := env.root()
 			seed := tt.seed(env)
@@ -201,7 +201,7 @@ func TestSeedRejected(t *testing.T) {
 }
 
 func TestStandbySeedReplay(t *testing.T) {
-	env := getTestBackend(t)
+	env, _ := getClockedBackend(t)
 	env.configure()
 	standby := env.issuer.SeedGrant(testClientID, []string{"offline_access", "openid"})
 	env.addSecret(standby)
@@ -227,7 +227,7 @@ func TestStandbySeedReplay(t *testing.T) {
 }
 
 func TestStandbySeedWithoutPrimary(t *testing.T) {
-	env := getTestBackend(t)
+	env, _ := getClockedBackend(t)
 	standby := env.issuer.SeedGrant(testClientID, []string{"offline_access"})
 	env.addSecret(standby)
 	body := env.baseConfig()
@@ -282,7 +282,7 @@ func TestSeedFromCode(t *testing.T) {
 }
 
 func TestSeedCodeReplay(t *testing.T) {
-	env := getTestBackend(t)
+	env, _ := getClockedBackend(t)
 	env.configure()
 	verifier := strings.Repeat("w", 43)
 	redirect := "http://127.0.0.1/callback"
