@@ -243,7 +243,8 @@ func (s *flakyStorage) failRootPuts(n int, generation int64) {
 }
 
 // shortenStorageRetries makes putRoot retry without its pauses for the
-// rest of the test.
+// rest of the test. It changes a package variable, so a test that calls it
+// must not run in parallel with others.
 func shortenStorageRetries(t *testing.T) {
 	saved := storageRetryDelays
 	storageRetryDelays = []time.Duration{0, time.Millisecond, time.Millisecond, time.Millisecond}
