@@ -330,3 +330,55 @@ func TestMintRollbackRevokesToken(t *testing.T) {
 		t.Errorf("outstanding leases after rollback = %d (err %v), want 0", outstanding, err)
 	}
 }
+
+func TestConfigDeleteRevokesRootGrant(t *testing.T) {
+	env := getTestBackend(t)
+	env.configure()
+	live := env.root().RefreshToken
+	if !env.issuer.Active(live) {
+		t.Fatalf("root refresh token inactive before the delete")
+	}
+
+	env.mustRequest(logical.DeleteOperation, "config", map[string]interface{}{"force": true})
+	if env.issuer.Active(live) {
+		t.Errorf("root refresh token still active upstream after config was deleted")
+	}
+}
+
+func TestConfigRewriteSurvivesDiscoveryOutage(t *testing.T) {
+	env := getTestBackend(t)
+	env.configure()
+	cfg, err := env.b.getConfig(t.Context(), env.storage)
+	if err != nil {
+		t.Fatalf("reading config: %v", err)
+	}
+
+	// The stored issuer stops answering, while the metadata found earlier
+	// still names the working endpoints.
+	cfg.Issuer = "http://127.0.0.1:1"
+	if err := env.b.putConfig(t.Context(), env.storage, cfg); err != nil {
+		t.Fatalf("storing config: %v", err)
+	}
+	resp := env.mustRequest(logical.UpdateOperation, "config", map[string]interface{}{"request_timeout": 5})
+	if resp == nil || len(resp.Warnings) == 0 || !strings.Contains(resp.Warnings[0], "Discovery failed") {
+		t.Fatalf("rewrite with an unreachable issuer: resp = %v, want a discovery warning", resp)
+	}
+	env.mustRequest(logical.UpdateOperation, "rotate-root", nil)
+
+	_, err = env.request(logical.UpdateOperation, "config", map[string]interface{}{"issuer": "http://127.0.0.1:2"})
+	if !errors.Is(err, logical.ErrInvalidRequest) {
+		t.Errorf("config write with a new, unreachable issuer: err = %v, want a 400", err)
+	}
+}
+
+func TestConfigWarnsWhenClientChangesWithoutSeed(t *testing.T) {
+	env := getTestBackend(t)
+	env.configure()
+	env.issuer.AddClient("other-client", "other-secret", []string{"offline_access"}, nil)
+	env.addSecret("other-secret")
+
+	resp := env.mustRequest(logical.UpdateOperation, "config", map[string]interface{}{"client_id": "other-client", "client_secret": "other-secret"})
+	if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "seed a new refresh_token") {
+		t.Errorf("warnings = %v, want one asking for a new seed", resp)
+	}
+}

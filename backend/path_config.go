@@ -196,18 +196,28 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse(strings.Join(problems, "; ")), logical.ErrInvalidRequest
 	}
 	cfg.applyDefaults()
+	resp := &logical.Response{}
 	if err := b.discover(ctx, cfg); err != nil {
-		return logical.ErrorResponse(err.Error()), logical.ErrInvalidRequest
+		// A re-apply of an unchanged issuer must not fail because the
+		// upstream's metadata is briefly unreachable: keep what was found.
+		if existing == nil || existing.Issuer != cfg.Issuer || existing.Discovered == nil {
+			return logical.ErrorResponse(err.Error()), logical.ErrInvalidRequest
+		}
+		cfg.Discovered = existing.Discovered
+		resp.AddWarning(fmt.Sprintf("Discovery failed, so the endpoints found earlier stay in use: %s.", err))
+		b.Logger().Warn("discovery failed; keeping the endpoints found earlier", "issuer", cfg.Issuer, "error", err)
 	}
 	eng, err := newEngine(cfg)
 	if err != nil {
 		return logical.ErrorResponse("ca_pem: %s", err), logical.ErrInvalidRequest
 	}
 
-	resp := &logical.Response{}
 	seeds := seedRequest{
 		primary: d.Get("refresh_token").(string),
 		standby: d.Get("standby_refresh_token").(string),
+	}
+	if seeds.primary == "" && clientIdentityChanged(existing, cfg) {
+		resp.AddWarning("client_id or the token endpoint changed, but the root grant was issued to the previous client; seed a new refresh_token for this client, or rotations will fail with invalid_grant.")
 	}
 	if seeds.primary != "" || seeds.standby != "" {
 		warnings, err := b.seedGrants(ctx, req.Storage, eng, seeds)
@@ -225,6 +235,15 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, nil
 	}
 	return resp, nil
+}
+
+// clientIdentityChanged reports whether a config write moves the engine to
+// another client or another token endpoint, which a grant does not follow.
+func clientIdentityChanged(existing, cfg *engineConfig) bool {
+	if existing == nil {
+		return false
+	}
+	return existing.ClientID != cfg.ClientID || existing.tokenURL() != cfg.tokenURL()
 }
 
 // applyConfigFields copies the request's fields into cfg and returns one
@@ -441,6 +460,10 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 		return logical.ErrorResponse("force: the mount holds a root grant that deleting config would discard, and it cannot be recovered without reseeding; pass force=true to delete anyway"), logical.ErrInvalidRequest
 	}
 
+	resp := &logical.Response{}
+	if root != nil {
+		resp.Warnings = b.revokeRootGrants(ctx, req.Storage, root)
+	}
 	if err := req.Storage.Delete(ctx, rootStoragePath); err != nil {
 		return nil, fmt.Errorf("deleting root grant: %w", err)
 	}
@@ -450,7 +473,39 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	}
 	b.clients.reset()
 	b.Logger().Warn("config and root grant deleted")
-	return nil, nil
+	if len(resp.Warnings) == 0 {
+		return nil, nil
+	}
+	return resp, nil
+}
+
+// revokeRootGrants revokes the refresh tokens of a config being deleted at
+// the upstream (RFC 7009), so that no live credential is left that nobody
+// holds. A failure does not stop the delete; it returns a warning.
+func (b *backend) revokeRootGrants(ctx context.Context, s logical.Storage, root *rootGrant) []string {
+	eng, err := b.getEngine(ctx, s)
+	if err != nil || eng == nil || eng.cfg.revocationURL() == "" {
+		return []string{"The upstream has no revocation endpoint, so the discarded refresh tokens stay valid there until they expire; revoke the grant at the upstream."}
+	}
+	tokens := []string{root.RefreshToken}
+	if root.Standby != nil {
+		tokens = append(tokens, root.Standby.RefreshToken)
+	}
+
+	var warnings []string
+	for _, token := range tokens {
+		if token == "" || root.terminal() && token == root.RefreshToken {
+			continue
+		}
+		revokeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxRevocationTimeout)
+		err := upstream.Revoke(revokeCtx, eng.http, eng.cfg.revocationURL(), eng.cfg.credentials(), token, "refresh_token")
+		cancel()
+		if err != nil {
+			b.Logger().Warn("revoking a discarded refresh token failed", "error", err)
+			warnings = append(warnings, fmt.Sprintf("Revoking a discarded refresh token at the upstream failed (%s); revoke the grant at the upstream.", err))
+		}
+	}
+	return warnings
 }
 
 const pathConfigHelpSynopsis = `Configure the upstream OAuth 2.0 server, the client and the root grant.`
