@@ -20,8 +20,8 @@ import (
 // Makefile sets it with -ldflags "-X .../backend.Version=...".
 var Version = "v0.1.0"
 
-// walRollbackMinAge is how old a WAL entry must be before Vault's rollback
-// manager hands it to walRollback. It is longer than the longest request the
+// walRollbackMinAge is the minimum age of a WAL entry before Vault's
+// rollback manager hands it to walRollback. It is longer than the longest request the
 // engine makes (maxRequestTimeout plus the ambiguous retry), so a rollback
 // never races a request that is still running.
 const walRollbackMinAge = 5 * time.Minute

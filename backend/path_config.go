@@ -480,8 +480,8 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 }
 
 // revokeRootGrants revokes the refresh tokens of a config being deleted at
-// the upstream (RFC 7009), so that no live credential is left that nobody
-// holds. A failure does not stop the delete; it returns a warning.
+// the upstream (RFC 7009), so that no live credential outlives the engine's
+// custody. A failure does not stop the delete; it returns a warning.
 func (b *backend) revokeRootGrants(ctx context.Context, s logical.Storage, root *rootGrant) []string {
 	eng, err := b.getEngine(ctx, s)
 	if err != nil || eng == nil || eng.cfg.revocationURL() == "" {
