@@ -313,7 +313,25 @@ func rotationBackoff(failures int, retryAfter time.Duration) time.Duration {
 
 // reseedError explains to a caller that the root grant needs an operator.
 func reseedError(root *rootGrant) error {
-	return fmt.Errorf("the root grant is %s (%s); seed a new refresh token with \"vault write <mount>/config refresh_token=...\" or the ci-tokens-seed command", root.State, root.LastError)
+	return &grantUnusableError{state: root.State, cause: root.LastError}
+}
+
+// grantUnusableError means the root grant needs an operator before it can be
+// used again. Paths answer it with HTTP 400 rather than 500, so that clients
+// do not retry a request that only a reseed can fix.
+type grantUnusableError struct {
+	state string
+	cause string
+}
+
+func (e *grantUnusableError) Error() string {
+	return fmt.Sprintf("the root grant is %s (%s); seed a new refresh token with \"vault write <mount>/config refresh_token=...\" or the ci-tokens-seed command", e.state, e.cause)
+}
+
+// isGrantUnusable reports whether err says the root grant needs an operator.
+func isGrantUnusable(err error) bool {
+	var unusable *grantUnusableError
+	return errors.As(err, &unusable)
 }
 
 // deleteWAL removes a WAL entry; a failure only delays cleanup, because the

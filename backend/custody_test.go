@@ -75,7 +75,8 @@ func configureWith(env *testEnv, extra map[string]interface{}) string {
 func requestRotateRoot(env *testEnv) (*logical.Response, error) {
 	env.t.Helper()
 	resp, err := env.request(logical.UpdateOperation, "rotate-root", nil)
-	if err == nil && resp != nil && resp.IsError() {
+	// A 400 carries its message in the response, beside ErrInvalidRequest.
+	if resp != nil && resp.IsError() {
 		err = resp.Error()
 	}
 	return resp, err
@@ -85,7 +86,8 @@ func requestRotateRoot(env *testEnv) (*logical.Response, error) {
 func requestCreds(env *testEnv, role string) (*logical.Response, error) {
 	env.t.Helper()
 	resp, err := env.request(logical.UpdateOperation, "creds/"+role, nil)
-	if err == nil && resp != nil && resp.IsError() {
+	// A 400 carries its message in the response, beside ErrInvalidRequest.
+	if resp != nil && resp.IsError() {
 		err = resp.Error()
 	}
 	if err == nil && resp != nil {

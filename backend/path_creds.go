@@ -82,6 +82,9 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 	tok, err := b.mint(ctx, req.Storage, eng, role)
 	if err != nil {
 		b.Logger().Warn("minting failed", "role", roleName, "error", err)
+		if isGrantUnusable(err) || errors.Is(err, errNoRootGrant) {
+			return logical.ErrorResponse("role %q needs the root grant: %s", roleName, err), logical.ErrInvalidRequest
+		}
 		return nil, fmt.Errorf("minting a token for role %q: %w", roleName, err)
 	}
 	lease, err := b.leaseFor(role, eng.cfg, tok, time.Duration(requested)*time.Second, issuedAt)

@@ -47,7 +47,7 @@ func (b *backend) pathRotateRootWrite(ctx context.Context, req *logical.Request,
 	}
 
 	result, err := b.rotateRoot(ctx, req.Storage, root.Generation, "requested")
-	if errors.Is(err, errNoRootGrant) {
+	if errors.Is(err, errNoRootGrant) || isGrantUnusable(err) {
 		return logical.ErrorResponse(err.Error()), logical.ErrInvalidRequest
 	}
 	if err != nil {

@@ -117,8 +117,9 @@ func TestRootRefreshTokenReuse(t *testing.T) {
 		t.Fatalf("refresh of the spent seed outside vault: error = %v, want invalid_grant", err)
 	}
 
-	// Vault returns HTTP 500 for a failed rotation, which the API client
-	// would retry. One attempt per request keeps the counts below exact.
+	// A rotation that fails for an upstream reason answers HTTP 500, which
+	// the API client would retry. One attempt per request keeps the counts
+	// below exact.
 	client := noRetryClient(t, st.Vault)
 	reusedBefore := st.countInVaultLog(t, logReusedOutsideVault)
 	if _, err := st.rotateRoot(ctx, client); err == nil {
