@@ -48,15 +48,9 @@ func (b *backend) seedGrants(ctx context.Context, s logical.Storage, eng *engine
 	b.rootMu.Lock()
 	defer b.rootMu.Unlock()
 
-	if err := b.storePending(ctx, s); err != nil {
-		return nil, err
-	}
-	root, err := b.getRoot(ctx, s)
+	root, err := b.rootForUpdate(ctx, s)
 	if err != nil {
 		return nil, err
-	}
-	if root == nil {
-		root = &rootGrant{State: stateUnconfigured}
 	}
 
 	var warnings []string
@@ -208,15 +202,9 @@ type exchangePreparation struct {
 // prepareExchange stores a pending grant, reads the root grant and hashes
 // the code and the current refresh token. Callers hold rootMu.
 func (b *backend) prepareExchange(ctx context.Context, s logical.Storage, code string) (*exchangePreparation, error) {
-	if err := b.storePending(ctx, s); err != nil {
-		return nil, err
-	}
-	root, err := b.getRoot(ctx, s)
+	root, err := b.rootForUpdate(ctx, s)
 	if err != nil {
 		return nil, err
-	}
-	if root == nil {
-		root = &rootGrant{}
 	}
 	prep := &exchangePreparation{root: root}
 	if prep.codeHash, err = b.hashToken(ctx, s, code); err != nil {
@@ -307,4 +295,17 @@ func recordStandbyOutcome(standby *standbyGrant, attempt redeemAttempt, err erro
 	}
 	standby.ConsecutiveFailures++
 	standby.RetryAt = now.Add(rotationBackoff(standby.ConsecutiveFailures, retryAfter))
+}
+
+// rootForUpdate stores a pending grant first, then returns the root grant to
+// change, or an empty, unconfigured one. Callers hold rootMu.
+func (b *backend) rootForUpdate(ctx context.Context, s logical.Storage) (*rootGrant, error) {
+	if err := b.storePending(ctx, s); err != nil {
+		return nil, err
+	}
+	root, err := b.getRoot(ctx, s)
+	if err != nil || root != nil {
+		return root, err
+	}
+	return &rootGrant{State: stateUnconfigured}, nil
 }
