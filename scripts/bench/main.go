@@ -39,6 +39,8 @@ type config struct {
 	mintConcurrency int
 	rotateEvery     time.Duration
 	separateCores   bool
+	maxOtherCores   float64
+	levelAttempts   int
 	vaultLogLevel   string
 	out             string
 	dir             string
@@ -66,7 +68,7 @@ func parseFlags(args []string) (config, error) {
 	var cfg config
 	flags := flag.NewFlagSet("bench", flag.ContinueOnError)
 	levels := flags.String("levels", "1,8,64,256", "comma-separated concurrency levels (closed-loop workers)")
-	flags.DurationVar(&cfg.duration, "duration", 16*time.Second, "measured time of each scenario at each level")
+	flags.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time of each scenario at each level")
 	flags.IntVar(&cfg.rounds, "rounds", 2, "rounds in which the scenarios of a level take turns, each measured for -duration/-rounds")
 	flags.IntVar(&cfg.maxRequests, "requests", 0, "also end each scenario at each level after this many requests; 0 means no limit")
 	flags.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured load before each measured run, at the same concurrency")
@@ -74,6 +76,8 @@ func parseFlags(args []string) (config, error) {
 	flags.IntVar(&cfg.mintConcurrency, "mint-concurrency", 16, "concurrency of the memory phase")
 	flags.DurationVar(&cfg.rotateEvery, "rotate-every", time.Second, "interval between rotate-root calls in scenario D")
 	flags.BoolVar(&cfg.separateCores, "separate-cores", false, "pin Hydra to CPU 0 and Vault, the plugin and the benchmark to CPU 1, as if the upstream ran on another machine")
+	flags.Float64Var(&cfg.maxOtherCores, "max-other-cores", 0.15, "CPU cores that other programs may use during a level before it is measured again")
+	flags.IntVar(&cfg.levelAttempts, "level-attempts", 2, "times a level is measured at most when other programs disturb it")
 	flags.StringVar(&cfg.vaultLogLevel, "vault-log-level", "info", "Vault's -log-level; debug adds a log line per mint")
 	flags.StringVar(&cfg.out, "out", "bench/results.json", "path of the JSON results")
 	flags.StringVar(&cfg.dir, "dir", "", "directory for the servers' files and logs, kept after the run (default: a temporary directory, removed)")
@@ -103,6 +107,10 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-mints: must not be negative, got %d", cfg.mints)
 	case cfg.mintConcurrency < 1:
 		return config{}, fmt.Errorf("-mint-concurrency: must be at least 1, got %d", cfg.mintConcurrency)
+	case cfg.maxOtherCores < 0:
+		return config{}, fmt.Errorf("-max-other-cores: must not be negative, got %v", cfg.maxOtherCores)
+	case cfg.levelAttempts < 1:
+		return config{}, fmt.Errorf("-level-attempts: must be at least 1, got %d", cfg.levelAttempts)
 	case cfg.rotateEvery <= 0:
 		return config{}, fmt.Errorf("-rotate-every: must be positive, got %s", cfg.rotateEvery)
 	case cfg.timeout <= 0:

@@ -29,6 +29,11 @@ func (b *bench) runPhases(ctx context.Context) error {
 		if err := b.measureLevel(ctx, concurrency); err != nil {
 			return err
 		}
+		sample, err := b.sampleMemory(ctx)
+		if err != nil {
+			return err
+		}
+		b.report.Memory.AfterLevels = append(b.report.Memory.AfterLevels, levelMemory{Concurrency: concurrency, memorySample: sample})
 	}
 
 	end, err := readMemoryStatus(b.pluginPID)
@@ -44,9 +49,50 @@ func (b *bench) runPhases(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// measureLevel runs every scenario at concurrency in interleaved rounds and
-// appends one levelResult to each scenario.
+// measureLevel measures every scenario at concurrency and appends one
+// levelResult to each scenario. When other programs took more than
+// cfg.maxOtherCores of CPU during an attempt, it measures the level again,
+// up to cfg.levelAttempts times, and keeps the attempt they disturbed
+// least.
 func (b *bench) measureLevel(ctx context.Context, concurrency int) error {
+	var best map[string]levelResult
+	bestNoise := 0.0
+	for attempt := 1; attempt <= b.cfg.levelAttempts; attempt++ {
+		levels, err := b.measureAttempt(ctx, concurrency)
+		if err != nil {
+			return err
+		}
+		noise := 0.0
+		for _, level := range levels {
+			noise = max(noise, level.OtherCores)
+		}
+		if best == nil || noise < bestNoise {
+			best, bestNoise = levels, noise
+		}
+		for name := range best {
+			level := best[name]
+			level.Attempts = attempt
+			best[name] = level
+		}
+		if noise <= b.cfg.maxOtherCores {
+			break
+		}
+		progress("c=%d: other programs used up to %.2f cores, above %.2f; attempt %d of %d",
+			concurrency, noise, b.cfg.maxOtherCores, attempt, b.cfg.levelAttempts)
+	}
+	for i := range b.report.Scenarios {
+		scenario := &b.report.Scenarios[i]
+		level := best[scenario.Name]
+		scenario.Levels = append(scenario.Levels, level)
+		progress("%s c=%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors, %.2f cores used by other programs",
+			scenario.Name, concurrency, level.RPS, level.P50Ms, level.P99Ms, level.Errors, level.OtherCores)
+	}
+	return nil
+}
+
+// measureAttempt runs every scenario at concurrency in interleaved rounds
+// and returns the result of each, by scenario name.
+func (b *bench) measureAttempt(ctx context.Context, concurrency int) (map[string]levelResult, error) {
 	totals := map[string]*levelTotals{}
 	for _, name := range scenarioOrder {
 		totals[name] = &levelTotals{}
@@ -59,18 +105,15 @@ func (b *bench) measureLevel(ctx context.Context, concurrency int) error {
 				runLoad(ctx, loadSpec{concurrency: concurrency, duration: b.cfg.warmup}, b.requestFunc(name))
 			}
 			if err := b.measureRound(ctx, name, concurrency, totals[name]); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	for i := range b.report.Scenarios {
-		scenario := &b.report.Scenarios[i]
-		level := totals[scenario.Name].result(concurrency)
-		scenario.Levels = append(scenario.Levels, level)
-		progress("%s c=%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors, %.2f cores used by other programs",
-			scenario.Name, concurrency, level.RPS, level.P50Ms, level.P99Ms, level.Errors, level.OtherCores)
+	levels := map[string]levelResult{}
+	for name, total := range totals {
+		levels[name] = total.result(concurrency)
 	}
-	return nil
+	return levels, nil
 }
 
 // requestFunc returns the request of scenario name.

@@ -64,6 +64,8 @@ type settings struct {
 	RotateEverySecs float64 `json:"rotate_every_seconds"`
 	SeparateCores   bool    `json:"separate_cores"`
 	VaultLogLevel   string  `json:"vault_log_level"`
+	MaxOtherCores   float64 `json:"max_other_cores"`
+	LevelAttempts   int     `json:"level_attempts"`
 	KVPayloadBytes  int     `json:"kv_payload_bytes"`
 }
 
@@ -101,6 +103,10 @@ type levelResult struct {
 	// OtherCores is the same for every other process on the machine. Above
 	// about 0.1 other work took CPU from the servers during the run.
 	OtherCores float64 `json:"other_cores"`
+
+	// Attempts is how many times the level was measured because other
+	// programs disturbed it; the result is from the least disturbed one.
+	Attempts int `json:"attempts"`
 
 	// Rotation is set for scenario D only.
 	Rotation *rotationResult `json:"rotation,omitempty"`
@@ -143,6 +149,12 @@ type memorySample struct {
 	memoryStatus
 }
 
+// levelMemory is the plugin's memory after one concurrency level.
+type levelMemory struct {
+	Concurrency int `json:"concurrency"`
+	memorySample
+}
+
 // memoryResult is the memory phase: mints at one concurrency, with the
 // plugin's memory read at several lease counts.
 type memoryResult struct {
@@ -160,6 +172,10 @@ type memoryResult struct {
 
 	// Flat reports whether the slope stays under flatSlopeBytesPerLease.
 	Flat bool `json:"flat"`
+
+	// AfterLevels is the plugin's memory after each concurrency level of
+	// the scenarios, which shows how it grows with concurrency.
+	AfterLevels []levelMemory `json:"after_levels"`
 
 	// EndOfRun is the plugin's memory after every scenario, when it had
 	// served EndOfRunMints mints in all.
@@ -267,6 +283,11 @@ func (r *report) writeMemory(w io.Writer) {
 	fmt.Fprintln(w, "|--:|--:|--:|--:|")
 	for _, s := range m.Samples {
 		fmt.Fprintf(w, "| %d | %d | %.1f | %.1f |\n", s.Mints, s.LiveLeases, kibToMiB(s.VmRSSKiB), kibToMiB(s.VmHWMKiB))
+	}
+	fmt.Fprintln(w, "\n| after level c | mints | live leases | plugin VmRSS MiB | plugin VmHWM MiB |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|")
+	for _, s := range m.AfterLevels {
+		fmt.Fprintf(w, "| %d | %d | %d | %.1f | %.1f |\n", s.Concurrency, s.Mints, s.LiveLeases, kibToMiB(s.VmRSSKiB), kibToMiB(s.VmHWMKiB))
 	}
 	fmt.Fprintf(w, "\nRSS slope over live leases: %.0f bytes per lease. At the end of the run, after %d mints: plugin VmRSS %.1f MiB, VmHWM %.1f MiB; Vault VmRSS %.1f MiB.\n",
 		m.SlopeBytesPerLease, m.EndOfRunMints, kibToMiB(m.EndOfRun.VmRSSKiB), kibToMiB(m.EndOfRun.VmHWMKiB), kibToMiB(m.EndOfRunVault.VmRSSKiB))

@@ -190,6 +190,8 @@ func (b *bench) fillHeader() {
 		RotateEverySecs: b.cfg.rotateEvery.Seconds(),
 		SeparateCores:   b.cfg.separateCores,
 		VaultLogLevel:   b.cfg.vaultLogLevel,
+		MaxOtherCores:   b.cfg.maxOtherCores,
+		LevelAttempts:   b.cfg.levelAttempts,
 		KVPayloadBytes:  len(b.targets.kvBody),
 	}
 }
