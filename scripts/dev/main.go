@@ -29,7 +29,13 @@ func main() {
 		"keep Hydra's state in SQLite instead of memory")
 	flag.DurationVar(&opts.AccessTokenTTL, "access-token-ttl", 0,
 		"lifetime of Hydra's access tokens (default: Hydra's 1h)")
+	flag.DurationVar(&opts.RotationGracePeriod, "rotation-grace-period", 0,
+		"time during which Hydra still accepts a spent refresh token, such as 30s (default: 0, Hydra's default, no grace period)")
 	flag.Parse()
+	if err := checkGracePeriod(opts.RotationGracePeriod); err != nil {
+		fmt.Fprintf(os.Stderr, "dev: %v\n", err)
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Stdout, opts)
@@ -38,6 +44,15 @@ func main() {
 		fmt.Fprintf(os.Stderr, "dev: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// checkGracePeriod rejects negative values and fractions of a second,
+// because devstack writes the grace period to Hydra in whole seconds.
+func checkGracePeriod(d time.Duration) error {
+	if d < 0 || d%time.Second != 0 {
+		return fmt.Errorf("invalid -rotation-grace-period %s: use zero or a whole number of seconds, such as 30s", d)
+	}
+	return nil
 }
 
 func run(ctx context.Context, out io.Writer, opts devstack.Options) (err error) {
@@ -52,6 +67,7 @@ func run(ctx context.Context, out io.Writer, opts devstack.Options) (err error) 
 	}()
 
 	printEnvironment(out, stack)
+	printSettings(out, opts)
 	return waitForStop(ctx, stack)
 }
 
@@ -69,13 +85,38 @@ Hydra admin API:           %[9]s
 Engine's Hydra client:     %[10]s
 Vault log:                 %[11]s
 Hydra log:                 %[12]s
-
-Press Ctrl-C to stop both servers.
 `,
 		s.Plugin.Name, s.Plugin.Version, devstack.MountPath,
 		s.Vault.Addr, s.Vault.Token, s.Vault.Binary, devstack.RoleName,
 		s.Hydra.PublicURL, s.Hydra.AdminURL, s.EngineClient.ID,
 		s.Vault.LogPath, s.Hydra.LogPath)
+}
+
+// printSettings prints the storage and token settings that the flags chose.
+func printSettings(out io.Writer, opts devstack.Options) {
+	vaultStorage, hydraStorage := "in memory (dev mode)", "in memory"
+	if opts.PersistentVault {
+		vaultStorage = "file storage"
+	}
+	if opts.HydraSQLite {
+		hydraStorage = "SQLite"
+	}
+	accessTokenTTL := "1h (Hydra's default)"
+	if opts.AccessTokenTTL > 0 {
+		accessTokenTTL = opts.AccessTokenTTL.String()
+	}
+	gracePeriod := "0 (Hydra's default: a spent refresh token is rejected)"
+	if opts.RotationGracePeriod > 0 {
+		gracePeriod = opts.RotationGracePeriod.String()
+	}
+	fmt.Fprintf(out, `
+Vault storage:             %s
+Hydra storage:             %s
+Access token TTL:          %s
+Rotation grace period:     %s
+
+Press Ctrl-C to stop both servers.
+`, vaultStorage, hydraStorage, accessTokenTTL, gracePeriod)
 }
 
 // waitForStop returns nil when ctx ends, or an error as soon as either
