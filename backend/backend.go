@@ -48,8 +48,11 @@ type backend struct {
 	// noRevocationLogged makes the "no revocation endpoint" notice appear once.
 	noRevocationLogged atomic.Bool
 
-	// tokensMinted counts CI tokens minted by this process, for status.
-	tokensMinted atomic.Int64
+	// tokensMinted and mintFailures count mints by this plugin process,
+	// and lastMintFailure is the most recent failure, for status.
+	tokensMinted    atomic.Int64
+	mintFailures    atomic.Int64
+	lastMintFailure atomic.Pointer[mintFailure]
 
 	// observedLifetime is the lifetime of the last minted token, in
 	// nanoseconds, for the warning on role writes that ask for more.

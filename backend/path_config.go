@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -192,7 +193,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		*cfg = *existing
 	}
 
-	if problems := applyConfigFields(cfg, d); len(problems) > 0 {
+	problems := unknownFields(req, d, "endpoints")
+	problems = append(problems, applyConfigFields(cfg, d)...)
+	if len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), logical.ErrInvalidRequest
 	}
 	cfg.applyDefaults()
@@ -278,9 +281,17 @@ func applyConfigFields(cfg *engineConfig, d *framework.FieldData) []string {
 
 	if raw, ok := d.GetOk("client_id"); ok {
 		cfg.ClientID = strings.TrimSpace(raw.(string))
+		if err := validateText(cfg.ClientID, maxClientIDLength); err != nil {
+			addProblem("client_id: %s", err)
+		}
 	}
 	if raw, ok := d.GetOk("client_secret"); ok {
 		cfg.ClientSecret = raw.(string)
+		if cfg.ClientSecret == "" {
+			addProblem("client_secret: must not be empty; leave the field out to keep the stored secret")
+		} else if len(cfg.ClientSecret) > maxSecretLength {
+			addProblem("client_secret: longer than %d bytes", maxSecretLength)
+		}
 	}
 	if raw, ok := d.GetOk("client_auth_method"); ok {
 		cfg.ClientAuthMethod = raw.(string)
@@ -337,6 +348,9 @@ func applyRotationFields(cfg *engineConfig, d *framework.FieldData) []string {
 	_, windowSet := d.GetOk("rotation_window")
 
 	if scheduleSet {
+		if problem := checkSchedule(params.RotationSchedule); problem != "" {
+			problems = append(problems, problem)
+		}
 		cfg.RotationSchedule = params.RotationSchedule
 		if params.RotationSchedule != "" && !periodSet {
 			cfg.RotationPeriod = 0
@@ -371,6 +385,31 @@ func applyRotationFields(cfg *engineConfig, d *framework.FieldData) []string {
 	return problems
 }
 
+// maxScheduleGap is how far ahead a rotation_schedule must next fire; cron
+// accepts expressions such as "0 0 30 2 *" that never do.
+const maxScheduleGap = 366 * 24 * time.Hour
+
+// checkSchedule rejects schedules that parse but would silently stop
+// rotation or run in another time zone than the documented UTC.
+func checkSchedule(schedule string) string {
+	if schedule == "" {
+		return ""
+	}
+	trimmed := strings.TrimSpace(schedule)
+	if strings.HasPrefix(trimmed, "TZ=") || strings.HasPrefix(trimmed, "CRON_TZ=") {
+		return "rotation_schedule: time zone prefixes are not supported; the schedule is in UTC"
+	}
+	sched, err := rotation.DefaultScheduler.Parse(schedule)
+	if err != nil {
+		return ""
+	}
+	now := time.Now().UTC()
+	if next := sched.Next(now); next.IsZero() || next.Sub(now) > maxScheduleGap {
+		return fmt.Sprintf("rotation_schedule: %q does not fire within a year, so rotation would stop", schedule)
+	}
+	return ""
+}
+
 // rotationFieldError names the field in an error from the SDK's parser.
 func rotationFieldError(err error) string {
 	msg := err.Error()
@@ -392,6 +431,9 @@ func validateURL(value string) error {
 	if value == "" {
 		return nil
 	}
+	if len(value) > maxURLLength {
+		return fmt.Errorf("longer than %d bytes", maxURLLength)
+	}
 	u, err := url.Parse(value)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("invalid URL %q; expected an absolute https URL", value)
@@ -407,6 +449,28 @@ func validateURL(value string) error {
 	}
 	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
 		return fmt.Errorf("plain http is allowed only on loopback hosts, got %q", u.Host)
+	}
+	return nil
+}
+
+// Length limits of config values, generous for real upstreams and small
+// enough that a mistake cannot store or echo megabytes.
+const (
+	maxURLLength      = 2048
+	maxClientIDLength = 1024
+	maxSecretLength   = 8192
+)
+
+// validateText accepts printable ASCII up to limit bytes: client IDs
+// (RFC 6749 appendix A.1, VSCHAR) and audiences.
+func validateText(value string, limit int) error {
+	if len(value) > limit {
+		return fmt.Errorf("longer than %d bytes", limit)
+	}
+	for _, r := range value {
+		if r < 0x20 || r > 0x7e {
+			return fmt.Errorf("contains %U; only printable ASCII is allowed", r)
+		}
 	}
 	return nil
 }
@@ -521,3 +585,18 @@ accepts, durations as integer seconds, plus the effective endpoints.
 Writing a refresh_token the engine already holds or has consumed is a no-op,
 so re-applying the same configuration never disturbs the live grant.
 `
+
+// unknownFields returns one message per request field that the path does
+// not define, so that a typo such as rotation_periods fails instead of being
+// ignored. readOnly names fields that a read returns and a write may echo.
+func unknownFields(req *logical.Request, d *framework.FieldData, readOnly ...string) []string {
+	var problems []string
+	for name := range req.Data {
+		if _, known := d.Schema[name]; known || slices.Contains(readOnly, name) {
+			continue
+		}
+		problems = append(problems, fmt.Sprintf("%s: unknown field", name))
+	}
+	slices.Sort(problems)
+	return problems
+}

@@ -39,8 +39,8 @@ func pathCreds(b *backend) *framework.Path {
 		},
 		Fields: map[string]*framework.FieldSchema{
 			"role": {
-				Type:        framework.TypeLowerCaseString,
-				Description: "Name of the role to mint a token for.",
+				Type:        framework.TypeString,
+				Description: "Name of the role to mint a token for, matched exactly (role names are case-sensitive, as Vault policies are).",
 				Required:    true,
 			},
 			"ttl": {
@@ -82,8 +82,14 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 	tok, err := b.mint(ctx, req.Storage, eng, role)
 	if err != nil {
 		b.Logger().Warn("minting failed", "role", roleName, "error", err)
+		b.recordMintFailure(err)
 		if isGrantUnusable(err) || errors.Is(err, errNoRootGrant) {
 			return logical.ErrorResponse("role %q needs the root grant: %s", roleName, err), logical.ErrInvalidRequest
+		}
+		if upstream.ClassOf(err) == upstream.Terminal {
+			// The upstream refused the role's scopes or audience, or the
+			// client: retrying the same request cannot help, so no 500.
+			return logical.ErrorResponse("role %q: the upstream rejected the token request: %s", roleName, err), logical.ErrInvalidRequest
 		}
 		return nil, fmt.Errorf("minting a token for role %q: %w", roleName, err)
 	}
@@ -264,7 +270,7 @@ func (b *backend) revokeUnreturned(ctx context.Context, eng *engine, role *roleE
 		return
 	}
 	data := revocationData(eng.cfg, role, "", tok, tok.ExpiresAt)
-	if err := b.revokeUpstream(context.WithoutCancel(ctx), data); err != nil {
+	if err := b.revokeUpstream(context.WithoutCancel(ctx), nil, data); err != nil {
 		b.Logger().Warn("revoking a token that was not returned failed", "token_id", data.TokenID, "error", err)
 	}
 }
@@ -277,7 +283,7 @@ func (b *backend) rollbackMint(ctx context.Context, s logical.Storage, data inte
 		return nil
 	}
 	b.Logger().Info("revoking a token minted by a request that did not finish", "token_id", entry.TokenID, "role", entry.Role)
-	if err := b.revokeUpstream(ctx, &entry); err != nil {
+	if err := b.revokeUpstream(ctx, s, &entry); err != nil {
 		return err
 	}
 	return b.deleteLeaseRecord(ctx, s, &entry)
@@ -292,3 +298,16 @@ UTC), scope, audience, role and token_id (a non-secret fingerprint for audit
 trails). The lease never outlives the token; when it ends, the token is
 revoked upstream (RFC 7009). Read and write both mint.
 `
+
+// mintFailure is the last failed mint, for status.
+type mintFailure struct {
+	message string
+	at      time.Time
+}
+
+// recordMintFailure counts a failed mint and keeps its message, which
+// carries no secret because upstream errors never do.
+func (b *backend) recordMintFailure(err error) {
+	b.mintFailures.Add(1)
+	b.lastMintFailure.Store(&mintFailure{message: err.Error(), at: b.now().UTC()})
+}

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,8 +62,8 @@ func pathRoles(b *backend) []*framework.Path {
 			},
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
-					Type:        framework.TypeLowerCaseString,
-					Description: "Name of the role.",
+					Type:        framework.TypeString,
+					Description: "Name of the role. Case-sensitive, as Vault policies are.",
 					Required:    true,
 				},
 				"strategy": {
@@ -148,7 +149,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		role = &roleEntry{Strategy: strategyClientCredentials}
 	}
 
-	if problems := applyRoleFields(role, d); len(problems) > 0 {
+	problems := unknownFields(req, d)
+	problems = append(problems, applyRoleFields(role, d)...)
+	if len(problems) > 0 {
 		return logical.ErrorResponse(strings.Join(problems, "; ")), logical.ErrInvalidRequest
 	}
 	if err := b.putRole(ctx, req.Storage, name, role); err != nil {
@@ -172,19 +175,11 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) []string {
 	}
 	if raw, ok := d.GetOk("scopes"); ok {
 		role.Scopes = cleanList(raw.([]string))
-		for _, scope := range role.Scopes {
-			if strings.ContainsAny(scope, " \"\\") {
-				problems = append(problems, fmt.Sprintf("scopes: %q is not a valid scope token (RFC 6749 section 3.3 forbids spaces, quotes and backslashes)", scope))
-			}
-		}
+		problems = append(problems, validateList("scopes", role.Scopes, validScope)...)
 	}
 	if raw, ok := d.GetOk("audience"); ok {
 		role.Audience = cleanList(raw.([]string))
-		for _, audience := range role.Audience {
-			if strings.Contains(audience, " ") {
-				problems = append(problems, fmt.Sprintf("audience: %q must not contain spaces", audience))
-			}
-		}
+		problems = append(problems, validateList("audience", role.Audience, validAudience)...)
 	}
 	if raw, ok := d.GetOk("ttl"); ok {
 		if raw.(int) < 0 {
@@ -207,11 +202,55 @@ func applyRoleFields(role *roleEntry, d *framework.FieldData) []string {
 	return problems
 }
 
-// cleanList trims entries and drops empty ones.
+// Limits of role lists.
+const (
+	maxListEntries   = 64
+	maxScopeLength   = 256
+	maxAudienceBytes = 2048
+)
+
+// validateList checks the length of a list and each of its entries.
+func validateList(field string, list []string, valid func(string) error) []string {
+	if len(list) > maxListEntries {
+		return []string{fmt.Sprintf("%s: %d entries, at most %d allowed", field, len(list), maxListEntries)}
+	}
+	var problems []string
+	for _, entry := range list {
+		if err := valid(entry); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %s", field, err))
+		}
+	}
+	return problems
+}
+
+// validScope accepts a scope token of RFC 6749 section 3.3: printable ASCII
+// without space, double quote or backslash.
+func validScope(scope string) error {
+	if len(scope) > maxScopeLength {
+		return fmt.Errorf("a scope is longer than %d bytes", maxScopeLength)
+	}
+	for _, r := range scope {
+		if r < 0x21 || r > 0x7e || r == '"' || r == '\\' {
+			return fmt.Errorf("%q is not a valid scope token (RFC 6749 section 3.3 allows printable ASCII without spaces, quotes and backslashes)", scope)
+		}
+	}
+	return nil
+}
+
+// validAudience accepts printable ASCII without spaces, since audiences are
+// sent space-separated.
+func validAudience(audience string) error {
+	if strings.Contains(audience, " ") {
+		return fmt.Errorf("%q must not contain spaces", audience)
+	}
+	return validateText(audience, maxAudienceBytes)
+}
+
+// cleanList trims entries and drops empty ones and repeats, keeping order.
 func cleanList(list []string) []string {
 	cleaned := make([]string, 0, len(list))
 	for _, item := range list {
-		if item = strings.TrimSpace(item); item != "" {
+		if item = strings.TrimSpace(item); item != "" && !slices.Contains(cleaned, item) {
 			cleaned = append(cleaned, item)
 		}
 	}

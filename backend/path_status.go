@@ -45,6 +45,13 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"standby_state":           "none",
 		"rotation_held_in_memory": b.pendingRoot.Load() != nil,
 		"tokens_minted":           b.tokensMinted.Load(),
+		"mint_failures":           b.mintFailures.Load(),
+		"last_mint_error":         "",
+		"last_mint_error_at":      nil,
+	}
+	if failure := b.lastMintFailure.Load(); failure != nil {
+		data["last_mint_error"] = failure.message
+		data["last_mint_error_at"] = formatTime(failure.at)
 	}
 	if root == nil || cfg == nil || root.RefreshToken == "" {
 		return &logical.Response{Data: data}, nil
@@ -90,5 +97,6 @@ Reports the root grant: state (unconfigured, healthy, degraded, needs_reseed
 or compromised), generation, last_rotated_at, next_rotation_at,
 consecutive_failures, last_error (without secrets), the standby grant's
 state, whether a rotated token is held in memory because storage failed, and
-how many tokens this node minted since it started.
+how many tokens this plugin process minted or failed to mint since it
+started, with the last mint error.
 `

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -126,7 +127,7 @@ func (b *backend) secretCITokenRevoke(ctx context.Context, req *logical.Request,
 		// Such a lease can never be revoked; Vault must be able to drop it.
 		return nil, fmt.Errorf("decoding lease data: %w: %w", err, logical.ErrUnrecoverable)
 	}
-	if err := b.revokeUpstream(ctx, &data); err != nil {
+	if err := b.revokeUpstream(ctx, req.Storage, &data); err != nil {
 		return nil, err
 	}
 	if err := b.deleteLeaseRecord(ctx, req.Storage, &data); err != nil {
@@ -148,9 +149,14 @@ func (b *backend) deleteLeaseRecord(ctx context.Context, s logical.Storage, data
 
 // revokeUpstream revokes one token at the upstream, treating every outcome
 // that leaves the token unusable as success. Transient failures return an
-// error so that Vault retries; failures no retry can fix wrap
-// logical.ErrUnrecoverable so that the lease, and the mount, can go.
-func (b *backend) revokeUpstream(ctx context.Context, data *tokenRevocation) error {
+// error, so the lease stays and a later attempt retries. When the upstream
+// rejects the client credentials stored in the lease, the credentials of the
+// current config are tried, which covers a rotated client secret; s may be
+// nil to skip that. A rejection that no credential can fix is logged at
+// Error and counts as done: Vault 1.21 does not let a lease that fails with
+// logical.ErrUnrecoverable go when a mount is disabled, and the token
+// expires on its own.
+func (b *backend) revokeUpstream(ctx context.Context, s logical.Storage, data *tokenRevocation) error {
 	switch {
 	case data.Strategy == strategyRefresh:
 		// Revoking an access token of the root grant's chain makes Hydra
@@ -168,35 +174,78 @@ func (b *backend) revokeUpstream(ctx context.Context, data *tokenRevocation) err
 		return nil
 	}
 
-	httpClient, err := b.revocationClient(data)
-	if err != nil {
-		return fmt.Errorf("building client for revocation: %w: %w", err, logical.ErrUnrecoverable)
-	}
 	ctx, cancel := context.WithTimeout(ctx, maxRevocationTimeout)
 	defer cancel()
-
-	creds := upstream.Credentials{ClientID: data.ClientID, ClientSecret: data.ClientSecret, AuthMethod: data.ClientAuthMethod}
-	err = upstream.Revoke(ctx, httpClient, data.RevocationEndpoint, creds, data.AccessToken, "access_token")
+	err := b.sendRevocation(ctx, data, data.credentials())
+	if isClientRejected(err) {
+		if current := b.currentCredentials(ctx, s, data); current != nil {
+			b.Logger().Info("the upstream rejected the lease's client credentials; retrying with the current config", "token_id", data.TokenID)
+			err = b.sendRevocation(ctx, data, *current)
+		}
+	}
 	if err == nil {
 		b.Logger().Debug("token revoked upstream", "token_id", data.TokenID, "role", data.Role)
 		return nil
 	}
 
-	upstreamErr, _ := err.(*upstream.Error)
+	var upstreamErr *upstream.Error
 	switch {
-	case upstreamErr != nil && upstreamErr.Class == upstream.Terminal && (upstreamErr.Code == "invalid_token" || upstreamErr.Code == "unsupported_token_type"):
+	case errors.As(err, &upstreamErr) && upstreamErr.Class == upstream.Terminal && (upstreamErr.Code == "invalid_token" || upstreamErr.Code == "unsupported_token_type"):
 		// The upstream does not know the token or cannot revoke its type:
-		// either way it ends with the token's own expiry, which the lease
-		// never passes.
+		// either way it ends with the token's own expiry.
 		b.Logger().Info("upstream declined revocation; the token expires on its own", "token_id", data.TokenID, "code", upstreamErr.Code)
 		return nil
-	case upstreamErr != nil && upstreamErr.Class == upstream.Terminal:
-		b.Logger().Error("revocation rejected by the upstream", "token_id", data.TokenID, "role", data.Role, "error", err)
-		return fmt.Errorf("revoking token %s: %w: %w", data.TokenID, err, logical.ErrUnrecoverable)
+	case errors.As(err, &upstreamErr) && upstreamErr.Class == upstream.Terminal, errors.Is(err, errUnusableLease):
+		b.Logger().Error("revocation rejected, so the token stays valid upstream until it expires; revoke it at the upstream",
+			"token_id", data.TokenID, "role", data.Role, "token_expires_at", data.TokenExpiresAt.Format(time.RFC3339), "error", err)
+		return nil
 	default:
-		b.Logger().Warn("revocation failed; Vault will retry", "token_id", data.TokenID, "role", data.Role, "error", err)
+		b.Logger().Warn("revocation failed; the lease is kept for another attempt", "token_id", data.TokenID, "role", data.Role, "error", err)
 		return fmt.Errorf("revoking token %s: %w", data.TokenID, err)
 	}
+}
+
+// errUnusableLease means the lease's revocation data cannot build a client.
+var errUnusableLease = errors.New("the lease's TLS settings are unusable")
+
+// sendRevocation sends one RFC 7009 request with creds.
+func (b *backend) sendRevocation(ctx context.Context, data *tokenRevocation, creds upstream.Credentials) error {
+	httpClient, err := b.revocationClient(data)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnusableLease, err)
+	}
+	return upstream.Revoke(ctx, httpClient, data.RevocationEndpoint, creds, data.AccessToken, "access_token")
+}
+
+// credentials returns the client credentials stored in the lease.
+func (r *tokenRevocation) credentials() upstream.Credentials {
+	return upstream.Credentials{ClientID: r.ClientID, ClientSecret: r.ClientSecret, AuthMethod: r.ClientAuthMethod}
+}
+
+// isClientRejected reports whether the upstream refused the client's
+// authentication.
+func isClientRejected(err error) bool {
+	var upstreamErr *upstream.Error
+	return errors.As(err, &upstreamErr) && (upstreamErr.Code == "invalid_client" || upstreamErr.Code == "unauthorized_client")
+}
+
+// currentCredentials returns the config's credentials when they belong to
+// the same client as the lease's and differ from them, else nil. Only the
+// same client may revoke a token: RFC 7009 servers ignore another client's
+// request for it.
+func (b *backend) currentCredentials(ctx context.Context, s logical.Storage, data *tokenRevocation) *upstream.Credentials {
+	if s == nil {
+		return nil
+	}
+	eng, err := b.getEngine(ctx, s)
+	if err != nil || eng == nil {
+		return nil
+	}
+	current := eng.cfg.credentials()
+	if current.ClientID != data.ClientID || current == data.credentials() {
+		return nil
+	}
+	return &current
 }
 
 // revocationClients caches HTTP clients by TLS settings, so revocations

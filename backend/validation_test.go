@@ -30,7 +30,19 @@ func TestBadInputNamesFieldAndStoresNothing(t *testing.T) {
 		{name: "negative ttl", path: "roles/deploy", data: map[string]interface{}{"ttl": -5}, wantField: "ttl"},
 		{name: "ttl over max_ttl", path: "roles/deploy", data: map[string]interface{}{"ttl": 7200, "max_ttl": 3600}, wantField: "ttl"},
 		{name: "scope with a space", path: "roles/deploy", data: map[string]interface{}{"scopes": []string{"deploy read"}}, wantField: "scopes"},
+		{name: "unknown config field", path: "config", data: map[string]interface{}{"rotation_periods": 3600}, wantField: "rotation_periods"},
+		{name: "empty client secret", path: "config", data: map[string]interface{}{"client_secret": ""}, wantField: "client_secret"},
+		{name: "schedule that never fires", path: "config", data: map[string]interface{}{"rotation_schedule": "0 0 30 2 *"}, wantField: "rotation_schedule"},
+		{name: "schedule with a time zone", path: "config", data: map[string]interface{}{"rotation_schedule": "TZ=Asia/Tokyo 0 0 * * *"}, wantField: "rotation_schedule"},
+		{name: "client id with a newline", path: "config", data: map[string]interface{}{"client_id": "engine\nadmin"}, wantField: "client_id"},
+		{name: "client id too long", path: "config", data: map[string]interface{}{"client_id": strings.Repeat("a", 2000)}, wantField: "client_id"},
+		{name: "URL too long", path: "config", data: map[string]interface{}{"issuer": "https://" + strings.Repeat("a", 3000)}, wantField: "issuer"},
+		{name: "unknown role field", path: "roles/deploy", data: map[string]interface{}{"scope": "deploy:read"}, wantField: "scope"},
+		{name: "scope with a control character", path: "roles/deploy", data: map[string]interface{}{"scopes": []string{"\u0000"}}, wantField: "scopes"},
+		{name: "too many scopes", path: "roles/deploy", data: map[string]interface{}{"scopes": manyScopes(100)}, wantField: "scopes"},
+		{name: "audience with a control character", path: "roles/deploy", data: map[string]interface{}{"audience": []string{"https://a\u202e.test"}}, wantField: "audience"},
 		{name: "unknown role", path: "creds/nope", wantField: "role"},
+		{name: "role name in another case", path: "creds/DEPLOY", wantField: "role"},
 		{name: "negative requested ttl", path: "creds/deploy", data: map[string]interface{}{"ttl": -1}, wantField: "ttl"},
 	}
 	for _, tt := range tests {
@@ -136,4 +148,51 @@ func equalData(a, b map[string]interface{}) bool {
 // sprint renders a response value for comparison.
 func sprint(v interface{}) string {
 	return fmt.Sprintf("%v", v)
+}
+
+// manyScopes returns n distinct scope tokens.
+func manyScopes(n int) []string {
+	scopes := make([]string, n)
+	for i := range scopes {
+		scopes[i] = fmt.Sprintf("scope%d", i)
+	}
+	return scopes
+}
+
+func TestMintRejectedByUpstreamAnswers400(t *testing.T) {
+	env := getTestBackend(t)
+	env.configure()
+	env.mustRequest(logical.UpdateOperation, "roles/wide", map[string]interface{}{"scopes": "admin:everything"})
+
+	resp, err := env.request(logical.UpdateOperation, "creds/wide", nil)
+	if !errors.Is(err, logical.ErrInvalidRequest) {
+		t.Fatalf("mint with a scope the client may not request: err = %v, want a 400", err)
+	}
+	if msg := respError(resp).Error(); !strings.Contains(msg, "invalid_scope") {
+		t.Errorf("message = %q, want the upstream's invalid_scope named", msg)
+	}
+	status := env.status()
+	if got := status["mint_failures"]; got != int64(1) {
+		t.Errorf("mint_failures = %v, want 1", got)
+	}
+	if got, _ := status["last_mint_error"].(string); !strings.Contains(got, "invalid_scope") {
+		t.Errorf("last_mint_error = %q, want the upstream's invalid_scope named", got)
+	}
+}
+
+func TestRoleNamesAreCaseSensitive(t *testing.T) {
+	env := getTestBackend(t)
+	env.configure()
+	env.mustRequest(logical.UpdateOperation, "roles/Deploy", map[string]interface{}{"scopes": "deploy:write"})
+	env.mustRequest(logical.UpdateOperation, "roles/deploy", map[string]interface{}{"scopes": "deploy:read"})
+
+	list := env.mustRequest(logical.ListOperation, "roles/", nil).Data["keys"].([]string)
+	if len(list) != 2 {
+		t.Fatalf("roles = %v, want Deploy and deploy", list)
+	}
+	resp := env.mustRequest(logical.UpdateOperation, "creds/Deploy", nil)
+	env.addSecret(resp.Data["access_token"].(string))
+	if got := resp.Data["scope"]; got != "deploy:write" {
+		t.Errorf("creds/Deploy scope = %v, want deploy:write", got)
+	}
 }
