@@ -172,7 +172,7 @@ func (h *Hydra) CreateClient(ctx context.Context, opts ClientOptions) (OAuth2Cli
 		body.Audience = []string{}
 	}
 	if body.RedirectURIs == nil {
-		body.RedirectURIs = []string{h.PublicURL + "/devstack/callback"}
+		body.RedirectURIs = []string{h.harnessRedirectURI()}
 	}
 	if body.TokenEndpointAuthMethod == "" {
 		body.TokenEndpointAuthMethod = AuthClientSecretBasic
@@ -192,6 +192,10 @@ func (h *Hydra) CreateClient(ctx context.Context, opts ClientOptions) (OAuth2Cli
 		TokenEndpointAuthMethod: created.TokenEndpointAuthMethod,
 	}, nil
 }
+
+// harnessRedirectURI returns the loopback redirect URI on Hydra's public
+// port that nothing serves; SeedRefreshToken stops at the redirect to it.
+func (h *Hydra) harnessRedirectURI() string { return h.PublicURL + "/devstack/callback" }
 
 // DeleteClient removes a client through the admin API. Tokens issued to it
 // stop working.

@@ -22,6 +22,12 @@ const (
 	RoleStrategy = "client_credentials"
 )
 
+// SeedCommandRedirectURI is the loopback redirect URI that
+// cmd/ci-tokens-seed listens on. Hydra v2.3.0 matches a registered loopback
+// redirect URI on any port (RFC 8252, section 7.3), so one entry covers the
+// random port the command picks.
+const SeedCommandRedirectURI = "http://127.0.0.1/callback"
+
 // EngineScopes are the scopes of the Hydra client that the engine uses, and
 // of the root grant seeded for it.
 var EngineScopes = []string{ScopeOfflineAccess, "openid", "deploy:read", "deploy:write"}
@@ -155,10 +161,12 @@ func (s *Stack) up(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	// SeedRootGrant uses the first redirect URI, which nothing serves.
 	s.EngineClient, err = s.Hydra.CreateClient(ctx, ClientOptions{
-		Name:     "ci-tokens engine",
-		Scopes:   EngineScopes,
-		Audience: []string{Audience},
+		Name:         "ci-tokens engine",
+		Scopes:       EngineScopes,
+		Audience:     []string{Audience},
+		RedirectURIs: []string{s.Hydra.harnessRedirectURI(), SeedCommandRedirectURI},
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -204,4 +206,54 @@ func keys(m map[string]any) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestEngineClientRedirectURIs sends authorization requests for EngineClient
+// with several redirect URIs and checks where Hydra sends the browser: to the
+// login page for a registered URI, to the error page otherwise.
+func TestEngineClientRedirectURIs(t *testing.T) {
+	s := UpForTest(t, Options{Until: StageServers})
+	ctx := testContext(t)
+
+	tests := []struct {
+		name        string
+		redirectURI string
+		wantPath    string
+	}{
+		{"harness callback", s.Hydra.harnessRedirectURI(), "/devstack/login"},
+		{"seed command on a random port", "http://127.0.0.1:54321/callback", "/devstack/login"},
+		{"seed command without a port", SeedCommandRedirectURI, "/devstack/login"},
+		{"unregistered loopback path", "http://127.0.0.1:54321/other", "/devstack/error"},
+	}
+	client := &http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			query := url.Values{
+				"client_id":     {s.EngineClient.ID},
+				"response_type": {"code"},
+				"scope":         {strings.Join(EngineScopes, " ")},
+				"redirect_uri":  {tt.redirectURI},
+				"state":         {"state-for-the-redirect-test"},
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Hydra.PublicURL+"/oauth2/auth?"+query.Encode(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("authorization request: %v", err)
+			}
+			resp.Body.Close()
+			location, err := resp.Location()
+			if err != nil {
+				t.Fatalf("authorization response %s has no Location: %v", resp.Status, err)
+			}
+			if got := location.Path; got != tt.wantPath {
+				t.Errorf("redirect path = %q, want %q (Location %s)", got, tt.wantPath, location.Redacted())
+			}
+		})
+	}
 }
