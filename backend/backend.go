@@ -42,6 +42,9 @@ type backend struct {
 	// clients caches the upstream client built from the stored config.
 	clients clientCache
 
+	// roles caches decoded roles.
+	roles roleCache
+
 	saltMu sync.RWMutex
 	salt   *salt.Salt
 
@@ -105,6 +108,10 @@ func newBackend() *backend {
 
 // invalidate drops cached state when another node changes storage.
 func (b *backend) invalidate(_ context.Context, key string) {
+	if name, ok := strings.CutPrefix(key, roleStoragePrefix); ok {
+		b.roles.set(name, nil)
+		return
+	}
 	switch key {
 	case configStoragePath:
 		b.clients.reset()

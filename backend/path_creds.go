@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -100,15 +101,10 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	internal := revocationData(eng.cfg, role, roleName, tok, lease.tokenExpiresAt)
-	walID, err := framework.PutWAL(ctx, req.Storage, walKindMint, internal)
+	record := &leaseRecord{Role: roleName, IssuedAt: issuedAt, ExpiresAt: lease.tokenExpiresAt}
+	walID, err := b.recordMint(ctx, req.Storage, internal, record)
 	if err != nil {
 		b.revokeUnreturned(ctx, eng, role, tok)
-		return nil, fmt.Errorf("writing WAL entry for the minted token: %w", err)
-	}
-	record := &leaseRecord{Role: roleName, IssuedAt: issuedAt, ExpiresAt: lease.tokenExpiresAt}
-	if err := putLeaseRecord(ctx, req.Storage, internal.RecordKey, record); err != nil {
-		b.revokeUnreturned(ctx, eng, role, tok)
-		b.deleteWAL(ctx, req.Storage, walID)
 		return nil, err
 	}
 
@@ -122,6 +118,38 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 	b.observedLifetime.Store(int64(lease.tokenExpiresAt.Sub(issuedAt)))
 	b.Logger().Debug("token minted", "role", roleName, "token_id", internal.TokenID, "ttl", int64(lease.ttl.Seconds()))
 	return resp, nil
+}
+
+// recordMint writes the WAL entry of a minted token and its lease record.
+// The two writes are independent, so they go to storage at once: each is a
+// round trip from the plugin to Vault on the mint's critical path. On error
+// nothing is left behind.
+func (b *backend) recordMint(ctx context.Context, s logical.Storage, internal *tokenRevocation, record *leaseRecord) (string, error) {
+	var (
+		wg        sync.WaitGroup
+		walID     string
+		walErr    error
+		recordErr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		walID, walErr = framework.PutWAL(ctx, s, walKindMint, internal)
+	}()
+	recordErr = putLeaseRecord(ctx, s, internal.RecordKey, record)
+	wg.Wait()
+
+	switch {
+	case walErr != nil:
+		if recordErr == nil {
+			_ = b.deleteLeaseRecord(ctx, s, internal)
+		}
+		return "", fmt.Errorf("writing WAL entry for the minted token: %w", walErr)
+	case recordErr != nil:
+		b.deleteWAL(ctx, s, walID)
+		return "", recordErr
+	}
+	return walID, nil
 }
 
 // mint requests a token from the upstream with the role's strategy.

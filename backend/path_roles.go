@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -280,7 +281,10 @@ func (b *backend) roleWarnings(role *roleEntry) []string {
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := req.Storage.Delete(ctx, roleStoragePrefix+d.Get("name").(string)); err != nil {
+	name := d.Get("name").(string)
+	err := req.Storage.Delete(ctx, roleStoragePrefix+name)
+	b.roles.set(name, nil)
+	if err != nil {
 		return nil, fmt.Errorf("deleting role: %w", err)
 	}
 	return nil, nil
@@ -294,8 +298,61 @@ func (b *backend) pathRoleList(ctx context.Context, req *logical.Request, _ *fra
 	return logical.ListResponse(names), nil
 }
 
+// roleCache keeps decoded roles in memory, because every mint reads its role
+// and a storage read is a round trip from the plugin to Vault. Writes on
+// this node update it; writes on other nodes reach it through Invalidate.
+type roleCache struct {
+	mu    sync.Mutex
+	roles map[string]*roleEntry
+}
+
+// get returns a copy of a cached role.
+func (c *roleCache) get(name string) (*roleEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	role, ok := c.roles[name]
+	if !ok {
+		return nil, false
+	}
+	return role.clone(), true
+}
+
+// set caches a copy of role, or forgets name when role is nil.
+func (c *roleCache) set(name string, role *roleEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setLocked(name, role)
+}
+
+func (c *roleCache) setLocked(name string, role *roleEntry) {
+	if role == nil {
+		delete(c.roles, name)
+		return
+	}
+	if c.roles == nil {
+		c.roles = map[string]*roleEntry{}
+	}
+	c.roles[name] = role.clone()
+}
+
+// clone returns a deep copy of the role.
+func (r *roleEntry) clone() *roleEntry {
+	c := *r
+	c.Scopes = slices.Clone(r.Scopes)
+	c.Audience = slices.Clone(r.Audience)
+	return &c
+}
+
 // getRole reads a role, or returns nil when it does not exist.
 func (b *backend) getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	if role, ok := b.roles.get(name); ok {
+		return role, nil
+	}
+
+	// The read runs under the cache's lock, so a concurrent putRole cannot
+	// be overwritten by the older value this read returns.
+	b.roles.mu.Lock()
+	defer b.roles.mu.Unlock()
 	entry, err := s.Get(ctx, roleStoragePrefix+name)
 	if err != nil {
 		return nil, fmt.Errorf("reading role %q: %w", name, err)
@@ -310,6 +367,7 @@ func (b *backend) getRole(ctx context.Context, s logical.Storage, name string) (
 	if role.Strategy == "" {
 		role.Strategy = strategyClientCredentials
 	}
+	b.roles.setLocked(name, role)
 	return role, nil
 }
 
@@ -319,8 +377,10 @@ func (b *backend) putRole(ctx context.Context, s logical.Storage, name string, r
 		return fmt.Errorf("encoding role %q: %w", name, err)
 	}
 	if err := s.Put(ctx, entry); err != nil {
+		b.roles.set(name, nil)
 		return fmt.Errorf("storing role %q: %w", name, err)
 	}
+	b.roles.set(name, role)
 	return nil
 }
 

@@ -196,3 +196,30 @@ func TestRoleNamesAreCaseSensitive(t *testing.T) {
 		t.Errorf("creds/Deploy scope = %v, want deploy:write", got)
 	}
 }
+
+func TestRoleCacheFollowsOtherNodesWrites(t *testing.T) {
+	env := getTestBackend(t)
+	env.mustRequest(logical.UpdateOperation, "roles/deploy", map[string]interface{}{"scopes": "deploy:read"})
+	if got := env.mustRequest(logical.ReadOperation, "roles/deploy", nil).Data["scopes"]; !equalData(map[string]interface{}{"s": got}, map[string]interface{}{"s": []string{"deploy:read"}}) {
+		t.Fatalf("scopes = %v, want [deploy:read]", got)
+	}
+
+	// Another node rewrites the role in shared storage, and Vault tells
+	// this node through Invalidate.
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+"deploy", &roleEntry{Strategy: strategyClientCredentials, Scopes: []string{"deploy:write"}})
+	if err != nil {
+		t.Fatalf("encoding role: %v", err)
+	}
+	if err := env.storage.Put(t.Context(), entry); err != nil {
+		t.Fatalf("storing role: %v", err)
+	}
+	env.b.invalidate(t.Context(), roleStoragePrefix+"deploy")
+
+	if got := env.mustRequest(logical.ReadOperation, "roles/deploy", nil).Data["scopes"]; !equalData(map[string]interface{}{"s": got}, map[string]interface{}{"s": []string{"deploy:write"}}) {
+		t.Errorf("scopes after invalidation = %v, want [deploy:write]", got)
+	}
+	env.mustRequest(logical.DeleteOperation, "roles/deploy", nil)
+	if resp := env.mustRequest(logical.ReadOperation, "roles/deploy", nil); resp != nil {
+		t.Errorf("role still readable after delete: %v", resp.Data)
+	}
+}
