@@ -32,6 +32,9 @@ func main() {
 	flag.DurationVar(&opts.RotationGracePeriod, "rotation-grace-period", 0,
 		"time during which Hydra still accepts a spent refresh token, such as 30s (default: 0, Hydra's default, no grace period)")
 	flag.Parse()
+	// The dev stack is throwaway, so a persistent Vault keeps its unseal key
+	// and root token next to its storage and can be started again from -dir.
+	opts.KeepVaultInitFile = opts.PersistentVault
 	if err := checkGracePeriod(opts.RotationGracePeriod); err != nil {
 		fmt.Fprintf(os.Stderr, "dev: %v\n", err)
 		os.Exit(2)
@@ -68,6 +71,15 @@ func run(ctx context.Context, out io.Writer, opts devstack.Options) (err error) 
 
 	printEnvironment(out, stack)
 	printSettings(out, opts)
+	if stack.Vault.InitPath != "" {
+		fmt.Fprintf(out, `
+Vault init file:           %s
+  It contains the unseal key and root token of this throwaway dev server,
+  so that the same -dir can be started again. Never store a real server's
+  unseal key and root token in a file like this.
+`, stack.Vault.InitPath)
+	}
+	fmt.Fprintln(out, "\nPress Ctrl-C to stop both servers.")
 	return waitForStop(ctx, stack)
 }
 
@@ -114,8 +126,6 @@ Vault storage:             %s
 Hydra storage:             %s
 Access token TTL:          %s
 Rotation grace period:     %s
-
-Press Ctrl-C to stop both servers.
 `, vaultStorage, hydraStorage, accessTokenTTL, gracePeriod)
 }
 

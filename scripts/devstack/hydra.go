@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -170,9 +171,9 @@ func (h *Hydra) writeConfig(opts HydraOptions) (hydraConfig, error) {
 	h.PublicURL = loopbackURL(publicPort)
 	h.AdminURL = loopbackURL(adminPort)
 
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return config, fmt.Errorf("generate hydra system secret: %w", err)
+	systemSecret, err := h.systemSecret(opts.SQLite)
+	if err != nil {
+		return config, err
 	}
 
 	config.DSN = "memory"
@@ -188,7 +189,7 @@ func (h *Hydra) writeConfig(opts HydraOptions) (hydraConfig, error) {
 	config.URLs.Consent = h.PublicURL + "/devstack/consent"
 	config.URLs.Logout = h.PublicURL + "/devstack/logout"
 	config.URLs.Error = h.PublicURL + "/devstack/error"
-	config.Secrets.System = []string{hex.EncodeToString(secret)}
+	config.Secrets.System = []string{systemSecret}
 	config.Strategies.AccessToken = "opaque"
 	config.Log.Level = opts.LogLevel
 	if config.Log.Level == "" {
@@ -222,6 +223,33 @@ func (h *Hydra) writeConfig(opts HydraOptions) (hydraConfig, error) {
 		return config, fmt.Errorf("write hydra config: %w", err)
 	}
 	return config, nil
+}
+
+// systemSecret returns the system secret of the existing configuration when
+// SQLite is set and Dir already has one, because Hydra cannot decrypt the
+// signing keys in its database with another secret. Otherwise it returns a
+// new random secret.
+func (h *Hydra) systemSecret(sqlite bool) (string, error) {
+	if sqlite {
+		data, err := os.ReadFile(h.ConfigPath)
+		switch {
+		case err == nil:
+			var previous hydraConfig
+			if err := json.Unmarshal(data, &previous); err != nil {
+				return "", fmt.Errorf("invalid hydra config %s: %w", h.ConfigPath, err)
+			}
+			if len(previous.Secrets.System) > 0 && previous.Secrets.System[0] != "" {
+				return previous.Secrets.System[0], nil
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			return "", fmt.Errorf("read hydra config: %w", err)
+		}
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return "", fmt.Errorf("generate hydra system secret: %w", err)
+	}
+	return hex.EncodeToString(secret), nil
 }
 
 // hydraDuration formats d in whole seconds, the form Hydra's config schema

@@ -259,3 +259,21 @@ func seedTestGrant(t *testing.T, ctx context.Context, hydra *Hydra) (OAuth2Clien
 	}
 	return client, seed
 }
+
+// TestStartHydraAgainOnSameDir stops a SQLite Hydra and starts a new one on
+// the same directory. The new server must keep the system secret, or it
+// cannot decrypt its signing keys and every authorization request fails.
+func TestStartHydraAgainOnSameDir(t *testing.T) {
+	opts := HydraOptions{SQLite: true, Dir: t.TempDir()}
+	first := startTestHydra(t, opts)
+	ctx := testContext(t)
+	client, _ := seedTestGrant(t, ctx, first)
+	if err := first.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+
+	second := startTestHydra(t, opts)
+	if _, err := second.SeedRefreshToken(ctx, client, SeedOptions{}); err != nil {
+		t.Errorf("seed refresh token after the second start: %v", err)
+	}
+}

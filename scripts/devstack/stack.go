@@ -63,6 +63,11 @@ type Options struct {
 	// PersistentVault runs Vault with file storage; see VaultOptions.
 	PersistentVault bool
 
+	// KeepVaultInitFile stores the unseal key and root token of a
+	// PersistentVault in Dir/vault/init.json, so that a later Up on the same
+	// Dir can unseal it; see VaultOptions.KeepInitFile.
+	KeepVaultInitFile bool
+
 	// HydraSQLite keeps Hydra's state in SQLite; see HydraOptions.
 	HydraSQLite bool
 
@@ -151,11 +156,12 @@ func (s *Stack) up(ctx context.Context, opts Options) error {
 
 	s.logf("starting vault")
 	s.Vault, err = StartVault(ctx, VaultOptions{
-		Binary:     s.Tools.Vault,
-		Dir:        filepath.Join(s.Dir, "vault"),
-		PluginDir:  s.Plugin.Dir,
-		Persistent: opts.PersistentVault,
-		LogLevel:   opts.VaultLogLevel,
+		Binary:       s.Tools.Vault,
+		Dir:          filepath.Join(s.Dir, "vault"),
+		PluginDir:    s.Plugin.Dir,
+		Persistent:   opts.PersistentVault,
+		KeepInitFile: opts.KeepVaultInitFile,
+		LogLevel:     opts.VaultLogLevel,
 	})
 	if err != nil {
 		return err
@@ -175,11 +181,7 @@ func (s *Stack) up(ctx context.Context, opts Options) error {
 		return nil
 	}
 
-	s.logf("registering and mounting %s %s at %s/", s.Plugin.Name, s.Plugin.Version, MountPath)
-	if err := s.Vault.RegisterPlugin(ctx, s.Plugin); err != nil {
-		return err
-	}
-	if err := s.Vault.MountPlugin(ctx, MountPath, s.Plugin); err != nil {
+	if err := s.mount(ctx); err != nil {
 		return err
 	}
 	if opts.Until == StageMounted {
@@ -195,6 +197,26 @@ func (s *Stack) up(ctx context.Context, opts Options) error {
 	}
 	s.logf("writing %s/roles/%s", MountPath, RoleName)
 	return s.WriteRole(ctx)
+}
+
+// mount registers the plugin and mounts it at MountPath. A persistent Vault
+// started again on the same Dir already has the mount, which is then pinned
+// to the new build and reloaded.
+func (s *Stack) mount(ctx context.Context) error {
+	mounted, err := s.Vault.HasMount(ctx, MountPath)
+	if err != nil {
+		return err
+	}
+	s.logf("registering %s %s", s.Plugin.Name, s.Plugin.Version)
+	if err := s.Vault.RegisterPlugin(ctx, s.Plugin); err != nil {
+		return err
+	}
+	if mounted {
+		s.logf("reloading the existing mount %s/ with %s", MountPath, s.Plugin.Version)
+		return s.Vault.UpgradeMount(ctx, MountPath, s.Plugin)
+	}
+	s.logf("mounting %s at %s/", s.Plugin.Name, MountPath)
+	return s.Vault.MountPlugin(ctx, MountPath, s.Plugin)
 }
 
 // SeedRootGrant runs Hydra's authorization code flow for EngineClient with

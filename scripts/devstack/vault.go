@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +34,13 @@ type VaultOptions struct {
 	// Otherwise Vault runs in dev mode with in-memory storage.
 	Persistent bool
 
+	// KeepInitFile stores the unseal key and root token of a Persistent
+	// server in Dir/init.json (mode 0600) when it is initialized, and reads
+	// them back when StartVault finds the server in Dir already initialized.
+	// Use it only for throwaway servers, because the file unlocks the whole
+	// storage.
+	KeepInitFile bool
+
 	// LogLevel is the server's -log-level; empty means "debug", which also
 	// records the plugin's debug lines.
 	LogLevel string
@@ -58,6 +66,10 @@ type Vault struct {
 
 	// PluginDir is the server's plugin_directory.
 	PluginDir string
+
+	// InitPath is the file that stores the unseal key and root token, or
+	// empty unless VaultOptions.KeepInitFile is set.
+	InitPath string
 
 	persistent bool
 	unsealKey  string
@@ -88,6 +100,9 @@ func StartVault(ctx context.Context, opts VaultOptions) (*Vault, error) {
 		persistent: opts.Persistent,
 		dir:        dir,
 		removeDir:  removeDir,
+	}
+	if opts.Persistent && opts.KeepInitFile {
+		v.InitPath = filepath.Join(dir, "init.json")
 	}
 	if err := v.setUp(ctx, opts); err != nil {
 		v.cleanupDir()
@@ -154,6 +169,9 @@ func (v *Vault) setUp(ctx context.Context, opts VaultOptions) error {
 		logPath: v.LogPath,
 	}
 
+	if err := v.readInitFile(); err != nil {
+		return err
+	}
 	v.Client, err = newVaultClient(v.Addr, v.Token)
 	if err != nil {
 		return err
@@ -252,11 +270,69 @@ func (v *Vault) initAndUnseal(ctx context.Context) error {
 		v.unsealKey = resp.Keys[0]
 		v.Token = resp.RootToken
 		v.Client.SetToken(v.Token)
+		if err := v.writeInitFile(); err != nil {
+			return err
+		}
 	}
 	if v.unsealKey == "" {
+		if v.InitPath != "" {
+			return fmt.Errorf("vault is initialized but no unseal key is known: %s is missing; remove %s to start with empty storage",
+				v.InitPath, filepath.Join(v.dir, "data"))
+		}
 		return errors.New("vault is initialized but no unseal key is known")
 	}
 	return v.Unseal(ctx)
+}
+
+// vaultInitFile is the content of InitPath.
+type vaultInitFile struct {
+	UnsealKey string `json:"unseal_key"`
+	RootToken string `json:"root_token"`
+}
+
+// writeInitFile stores the unseal key and root token in InitPath, when set.
+// It writes a temporary file first, so that a crash leaves no partial file.
+func (v *Vault) writeInitFile() error {
+	if v.InitPath == "" {
+		return nil
+	}
+	data, err := json.MarshalIndent(vaultInitFile{UnsealKey: v.unsealKey, RootToken: v.Token}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", v.InitPath, err)
+	}
+	tmp := v.InitPath + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write vault init file: %w", err)
+	}
+	if err := os.Rename(tmp, v.InitPath); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write vault init file: %w", err)
+	}
+	return nil
+}
+
+// readInitFile loads the unseal key and root token from InitPath, when set
+// and present. A missing file means the server has not been initialized yet.
+func (v *Vault) readInitFile() error {
+	if v.InitPath == "" {
+		return nil
+	}
+	data, err := os.ReadFile(v.InitPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read vault init file: %w", err)
+	}
+	var saved vaultInitFile
+	if err := json.Unmarshal(data, &saved); err != nil {
+		return fmt.Errorf("invalid vault init file %s: %w", v.InitPath, err)
+	}
+	if saved.UnsealKey == "" || saved.RootToken == "" {
+		return fmt.Errorf("invalid vault init file %s: unseal_key or root_token is missing", v.InitPath)
+	}
+	v.unsealKey, v.Token = saved.UnsealKey, saved.RootToken
+	return nil
 }
 
 // Unseal unseals a persistent server with its key. A dev server has no key
@@ -341,6 +417,29 @@ func (v *Vault) MountPlugin(ctx context.Context, path string, p Plugin) error {
 	})
 	if err != nil {
 		return fmt.Errorf("mount plugin %s at %s: %w", p.Name, path, err)
+	}
+	return nil
+}
+
+// HasMount reports whether a secrets engine is mounted at path.
+func (v *Vault) HasMount(ctx context.Context, path string) (bool, error) {
+	mounts, err := v.Client.Sys().ListMountsWithContext(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list mounts: %w", err)
+	}
+	_, ok := mounts[strings.Trim(path, "/")+"/"]
+	return ok, nil
+}
+
+// UpgradeMount pins the existing mount at path to p's version and reloads
+// it, so that the binary now registered for that version serves the mount.
+func (v *Vault) UpgradeMount(ctx context.Context, path string, p Plugin) error {
+	sys := v.Client.Sys()
+	if err := sys.TuneMountWithContext(ctx, path, api.MountConfigInput{PluginVersion: p.Version}); err != nil {
+		return fmt.Errorf("pin mount %s to plugin version %s: %w", path, p.Version, err)
+	}
+	if _, err := sys.ReloadPluginWithContext(ctx, &api.ReloadPluginInput{Mounts: []string{path}}); err != nil {
+		return fmt.Errorf("reload plugin mount %s: %w", path, err)
 	}
 	return nil
 }

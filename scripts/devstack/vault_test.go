@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,72 @@ func TestVaultCommandIgnoresShellEnv(t *testing.T) {
 	}
 	if !strings.Contains(string(output), `"root"`) {
 		t.Errorf("token lookup output does not name the root policy:\n%s", output)
+	}
+}
+
+// TestStartVaultAgainOnSameDir stops a persistent server and starts a new
+// one on the same directory, which can unseal it only from the init file.
+func TestStartVaultAgainOnSameDir(t *testing.T) {
+	tests := []struct {
+		name         string
+		keepInitFile bool
+		wantStarted  bool
+	}{
+		{name: "with init file", keepInitFile: true, wantStarted: true},
+		{name: "without init file", keepInitFile: false, wantStarted: false},
+	}
+	const policy = `path "ci-tokens/creds/deploy" { capabilities = ["update"] }`
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := VaultOptions{Persistent: true, KeepInitFile: tt.keepInitFile, Dir: t.TempDir()}
+			first := startTestVault(t, opts)
+			ctx := testContext(t)
+			if err := first.Client.Sys().PutPolicyWithContext(ctx, "devstack-test", policy); err != nil {
+				t.Fatalf("write policy: %v", err)
+			}
+			if err := first.Stop(); err != nil {
+				t.Fatalf("stop: %v", err)
+			}
+			checkInitFile(t, first, tt.keepInitFile)
+
+			opts.Binary = first.Binary
+			second, err := StartVault(ctx, opts)
+			if gotStarted := err == nil; gotStarted != tt.wantStarted {
+				t.Fatalf("second StartVault error = %v, want started = %t", err, tt.wantStarted)
+			}
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = second.Close() })
+			if second.Token != first.Token {
+				t.Errorf("root token after the second start differs from the first")
+			}
+			got, err := second.Client.Sys().GetPolicyWithContext(ctx, "devstack-test")
+			if err != nil {
+				t.Fatalf("read policy: %v", err)
+			}
+			if got != policy {
+				t.Errorf("policy after the second start = %q, want %q", got, policy)
+			}
+		})
+	}
+}
+
+// checkInitFile checks that the init file exists with mode 0600 exactly
+// when it should.
+func checkInitFile(t *testing.T, vault *Vault, wantFile bool) {
+	t.Helper()
+	if !wantFile {
+		if vault.InitPath != "" {
+			t.Errorf("InitPath = %q, want empty", vault.InitPath)
+		}
+		return
+	}
+	info, err := os.Stat(vault.InitPath)
+	if err != nil {
+		t.Fatalf("stat init file: %v", err)
+	}
+	if got := info.Mode().Perm(); got != 0o600 {
+		t.Errorf("init file mode = %o, want 600", got)
 	}
 }
