@@ -80,14 +80,40 @@ echo "sha256 $sha256"
 "$vault" plugin register -sha256="$sha256" -version="$version" \
   -command="$command_name" secret "$plugin"
 
+# Response keys that audit devices log in plain text instead of as HMACs.
+# None of them is a secret, and token_id ties an audit entry to the token.
+# The vault CLI takes one key per flag: "a,b" would be a single key.
+audit_keys=(token_id role expires_at)
+audit_flags=()
+for key in "${audit_keys[@]}"; do
+  audit_flags+=("-audit-non-hmac-response-keys=$key")
+done
+
 # Mount it, or pin the existing mount to this version and reload it.
 if "$vault" read "sys/mounts/$mount" >/dev/null 2>&1; then
   "$vault" secrets tune -plugin-version="$version" "$mount"
   # `vault plugin reload -mounts=...` in Vault 1.21 sends the request to
   # sys/plugins/reload/unknown, which fails; this is the API it wraps.
   "$vault" write "sys/plugins/reload/backend" mounts="$mount"
+
+  # The existing tuning stays as it is, but a mount without the audit keys
+  # gets a hint. The field is a JSON array of strings, or absent.
+  tuned_keys=$("$vault" read -format=json -field=audit_non_hmac_response_keys \
+    "sys/mounts/$mount/tune" 2>/dev/null || true)
+  missing=()
+  for key in "${audit_keys[@]}"; do
+    if [[ $tuned_keys != *"\"$key\""* ]]; then
+      missing+=("$key")
+    fi
+  done
+  if ((${#missing[@]} > 0)); then
+    echo "hint: audit logs show ${missing[*]} of $mount/ responses only as HMACs."
+    echo "  To log token_id, role and expires_at in plain text, run (this replaces the mount's list):"
+    echo "  vault secrets tune ${audit_flags[*]} $mount"
+  fi
 else
-  "$vault" secrets enable -path="$mount" -plugin-version="$version" "$plugin"
+  "$vault" secrets enable -path="$mount" -plugin-version="$version" \
+    "${audit_flags[@]}" "$plugin"
 fi
 
 echo "$mount/ runs version $("$vault" read -field=running_plugin_version "sys/mounts/$mount")"
