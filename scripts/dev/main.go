@@ -1,6 +1,7 @@
 // Command dev starts the same stack as the demo, with the plugin mounted at
 // ci-tokens/, configured against Hydra and the role deploy written, prints
 // the environment to reach it and keeps it running until Ctrl-C or SIGTERM.
+// When Hydra exits, Vault keeps running; when Vault exits, everything stops.
 //
 // Run it with `make dev` or `go run ./scripts/dev` from the repository root.
 package main
@@ -13,6 +14,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -80,7 +83,7 @@ Vault init file:           %s
 `, stack.Vault.InitPath)
 	}
 	fmt.Fprintln(out, "\nPress Ctrl-C to stop both servers.")
-	return waitForStop(ctx, stack)
+	return waitForStop(ctx, out, stack)
 }
 
 func printEnvironment(out io.Writer, s *devstack.Stack) {
@@ -129,11 +132,13 @@ Rotation grace period:     %s
 `, vaultStorage, hydraStorage, accessTokenTTL, gracePeriod)
 }
 
-// waitForStop returns nil when ctx ends, or an error as soon as either
-// server exits on its own.
-func waitForStop(ctx context.Context, s *devstack.Stack) error {
+// waitForStop returns nil when ctx ends, or an error as soon as Vault exits
+// on its own. When Hydra exits, it prints a warning once and keeps Vault
+// running, so that the engine can be tried with its upstream down.
+func waitForStop(ctx context.Context, out io.Writer, s *devstack.Stack) error {
 	ticker := time.NewTicker(2 * time.Second)
 	defer ticker.Stop()
+	hydraWarned := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,8 +148,34 @@ func waitForStop(ctx context.Context, s *devstack.Stack) error {
 		if !s.Vault.Running() {
 			return fmt.Errorf("vault exited; see %s", s.Vault.LogPath)
 		}
-		if !s.Hydra.Running() {
-			return fmt.Errorf("hydra exited; see %s", s.Hydra.LogPath)
+		if !hydraWarned && !s.Hydra.Running() {
+			printHydraExited(out, s)
+			hydraWarned = true
 		}
 	}
+}
+
+// printHydraExited prints a warning that Hydra exited and how to start it again.
+// Nothing restarts Hydra automatically.
+func printHydraExited(out io.Writer, s *devstack.Stack) {
+	fmt.Fprintf(out, "\nWARNING: hydra exited; see %s\n", s.Hydra.LogPath)
+	fmt.Fprintln(out, "Vault keeps running, so the engine now works against an upstream that is down.")
+	if !s.Hydra.Persistent() {
+		fmt.Fprintln(out, "Hydra kept its state in memory, so its clients and grants are gone. Stop with Ctrl-C and")
+		fmt.Fprintln(out, "run make dev again, or use -hydra-sqlite to keep Hydra's state across restarts.")
+		return
+	}
+	hydraDir := filepath.Dir(s.Hydra.ConfigPath)
+	fmt.Fprintln(out, "To start Hydra again on the same ports and database, run in another shell:")
+	fmt.Fprintf(out, "\n  cd %s && %s serve all --dev --sqa-opt-out --config %s >>%s 2>&1\n\n",
+		shellQuote(hydraDir), shellQuote(s.Tools.Hydra), shellQuote(s.Hydra.ConfigPath), shellQuote(s.Hydra.LogPath))
+	fmt.Fprintln(out, "Ctrl-C here does not stop a Hydra started by hand.")
+}
+
+// shellQuote returns value as one word for a POSIX shell.
+func shellQuote(value string) string {
+	if value != "" && strings.Trim(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:=,") == "" {
+		return value
+	}
+	return "'" + strings.ReplaceAll(value, "'", `'\''`) + "'"
 }
