@@ -29,8 +29,8 @@ type loadSpec struct {
 	maxRequests int
 }
 
-// loadResult is what one run measured. Latencies are those of successful
-// requests only, so fast failures cannot improve the percentiles.
+// loadResult is the measurement of one run. Latencies are those of
+// successful requests only, so fast failures cannot improve the percentiles.
 type loadResult struct {
 	latencies    []time.Duration
 	errors       int
@@ -83,7 +83,7 @@ func runLoad(ctx context.Context, spec loadSpec, fn requestFunc) loadResult {
 	return result
 }
 
-// workerResult is what one worker measured.
+// workerResult is the measurement of one worker.
 type workerResult struct {
 	latencies []time.Duration
 	errors    []error

@@ -17,7 +17,7 @@ const (
 	scenarioRotating = "D"
 )
 
-// scenarioDescriptions say what each scenario sends.
+// scenarioDescriptions describe the request of each scenario.
 var scenarioDescriptions = map[string]string{
 	scenarioMint:     "vault write ci-tokens/creds/deploy (client_credentials role) over the HTTP API",
 	scenarioKV:       "kv-v2 write of a payload as large as a mint response's data, on the same Vault",
@@ -120,7 +120,7 @@ type cpuPerRequest struct {
 	Bench  float64 `json:"bench"`
 }
 
-// rotationResult is what the rotate-root caller of scenario D saw.
+// rotationResult is the outcome of the rotate-root calls of scenario D.
 type rotationResult struct {
 	Calls            int      `json:"calls"`
 	Errors           int      `json:"errors"`

@@ -223,6 +223,7 @@ func (t *targets) vault(ctx context.Context, method, path string, body []byte, o
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+
 	resp, err := t.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("vault %s %s: %w", method, path, err)
@@ -232,6 +233,7 @@ func (t *targets) vault(ctx context.Context, method, path string, body []byte, o
 	if err != nil {
 		return fmt.Errorf("vault %s %s: read response: %w", method, path, err)
 	}
+
 	if resp.StatusCode != http.StatusOK {
 		var failure struct {
 			Errors []string `json:"errors"`
