@@ -45,6 +45,9 @@ type backend struct {
 	// roles caches decoded roles.
 	roles roleCache
 
+	// mountTTLCache holds the mount's lease TTLs read last.
+	mountTTLCache atomic.Pointer[mountTTLs]
+
 	saltMu sync.RWMutex
 	salt   *salt.Salt
 

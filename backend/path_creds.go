@@ -177,10 +177,7 @@ type lease struct {
 // mount's default), capped by the role's and the mount's maximum and by the
 // token's real remaining lifetime less a skew margin.
 func (b *backend) leaseFor(role *roleEntry, cfg *engineConfig, tok *upstream.Token, requested time.Duration, issuedAt time.Time) (lease, error) {
-	mountDefault, mountMax := time.Duration(0), time.Duration(0)
-	if system := b.System(); system != nil {
-		mountDefault, mountMax = system.DefaultLeaseTTL(), system.MaxLeaseTTL()
-	}
+	mountDefault, mountMax := b.mountTTLs()
 
 	tokenExpiresAt := tok.ExpiresAt
 	if tokenExpiresAt.IsZero() {
@@ -338,4 +335,34 @@ type mintFailure struct {
 func (b *backend) recordMintFailure(err error) {
 	b.mintFailures.Add(1)
 	b.lastMintFailure.Store(&mintFailure{message: err.Error(), at: b.now().UTC()})
+}
+
+// mountTTLCacheFor is how long the mount's default and maximum lease TTL
+// are reused. Each read is a round trip from the plugin to Vault on every
+// mint, and Vault itself caps a lease by the mount's maximum when it
+// registers it, so a tune shows in expires_at and renewable within this
+// time at the latest.
+const mountTTLCacheFor = 10 * time.Second
+
+// mountTTLs caches the mount's lease TTLs.
+type mountTTLs struct {
+	defaultTTL time.Duration
+	maxTTL     time.Duration
+	readAt     time.Time
+}
+
+// mountTTLs returns the mount's default and maximum lease TTL, read from
+// Vault at most every mountTTLCacheFor.
+func (b *backend) mountTTLs() (time.Duration, time.Duration) {
+	now := time.Now()
+	if cached := b.mountTTLCache.Load(); cached != nil && now.Sub(cached.readAt) < mountTTLCacheFor {
+		return cached.defaultTTL, cached.maxTTL
+	}
+	system := b.System()
+	if system == nil {
+		return 0, 0
+	}
+	fresh := &mountTTLs{defaultTTL: system.DefaultLeaseTTL(), maxTTL: system.MaxLeaseTTL(), readAt: now}
+	b.mountTTLCache.Store(fresh)
+	return fresh.defaultTTL, fresh.maxTTL
 }
