@@ -147,7 +147,7 @@ func (g *grant) advance(previousHash string, tok *upstream.Token, now time.Time)
 	g.LastRotatedAt = now
 }
 
-// redeemAttempt is what redeem learned besides the token.
+// redeemAttempt is the outcome of redeem besides the token.
 type redeemAttempt struct {
 	token *upstream.Token
 	walID string
@@ -317,7 +317,7 @@ func reseedError(root *rootGrant) error {
 }
 
 // grantUnusableError means the root grant needs an operator before it can be
-// used again. Paths answer it with HTTP 400 rather than 500, so that clients
+// used again. Paths return it as HTTP 400 rather than 500, so that clients
 // do not retry a request that only a reseed can fix.
 type grantUnusableError struct {
 	state string
@@ -328,7 +328,7 @@ func (e *grantUnusableError) Error() string {
 	return fmt.Sprintf("the root grant is %s (%s); seed a new refresh token with \"vault write <mount>/config refresh_token=...\" or the ci-tokens-seed command", e.state, e.cause)
 }
 
-// isGrantUnusable reports whether err says the root grant needs an operator.
+// isGrantUnusable reports whether err means the root grant needs an operator.
 func isGrantUnusable(err error) bool {
 	var unusable *grantUnusableError
 	return errors.As(err, &unusable)

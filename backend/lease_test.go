@@ -357,7 +357,7 @@ func TestConfigRewriteSurvivesDiscoveryOutage(t *testing.T) {
 		t.Fatalf("reading config: %v", err)
 	}
 
-	// The stored issuer stops answering, while the metadata found earlier
+	// The stored issuer stops responding, while the metadata found earlier
 	// still names the working endpoints.
 	cfg.Issuer = "http://127.0.0.1:1"
 	if err := env.b.putConfig(t.Context(), env.storage, cfg); err != nil {

@@ -339,9 +339,9 @@ func (b *backend) recordMintFailure(err error) {
 
 // mountTTLCacheFor is how long the mount's default and maximum lease TTL
 // are reused. Each read is a round trip from the plugin to Vault on every
-// mint, and Vault itself caps a lease by the mount's maximum when it
-// registers it, so a tune shows in expires_at and renewable within this
-// time at the latest.
+// mint. Vault itself caps a lease by the mount's maximum when it registers
+// it, so after a tune only expires_at and renewable lag, for at most this
+// long.
 const mountTTLCacheFor = 10 * time.Second
 
 // mountTTLs caches the mount's lease TTLs.

@@ -317,7 +317,7 @@ func (c *roleCache) get(name string) (*roleEntry, bool) {
 	return role.clone(), true
 }
 
-// set caches a copy of role, or forgets name when role is nil.
+// set caches a copy of role, or drops name when role is nil.
 func (c *roleCache) set(name string, role *roleEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

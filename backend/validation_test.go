@@ -61,7 +61,7 @@ func TestBadInputNamesFieldAndStoresNothing(t *testing.T) {
 				}
 			}
 			resp, err := env.request(logical.UpdateOperation, tt.path, data)
-			// Vault answers 400 both for ErrInvalidRequest and for an error
+			// Vault returns 400 both for ErrInvalidRequest and for an error
 			// response from the framework's own field parsing.
 			if !errors.Is(err, logical.ErrInvalidRequest) && (err != nil || !resp.IsError()) {
 				t.Fatalf("err = %v, resp = %v, want a 400", err, resp)
@@ -204,8 +204,8 @@ func TestRoleCacheFollowsOtherNodesWrites(t *testing.T) {
 		t.Fatalf("scopes = %v, want [deploy:read]", got)
 	}
 
-	// Another node rewrites the role in shared storage, and Vault tells
-	// this node through Invalidate.
+	// Another node rewrites the role in shared storage, and Vault
+	// notifies this node through Invalidate.
 	entry, err := logical.StorageEntryJSON(roleStoragePrefix+"deploy", &roleEntry{Strategy: strategyClientCredentials, Scopes: []string{"deploy:write"}})
 	if err != nil {
 		t.Fatalf("encoding role: %v", err)

@@ -59,11 +59,11 @@ type Token struct {
 	// rotate it and the one sent stays valid.
 	RefreshToken string
 
-	// Scope is the scope the upstream granted, or "" when it did not say.
+	// Scope is the scope the upstream granted, or "" when the response has no scope.
 	Scope string
 
 	// ExpiresAt is when the access token expires, from expires_in or from the
-	// exp claim of a JWT access token; zero when the upstream said neither.
+	// exp claim of a JWT access token; zero when the response has neither.
 	ExpiresAt time.Time
 }
 
@@ -104,7 +104,7 @@ func NewHTTPClient(opts TLSOptions, timeout time.Duration) (*http.Client, error)
 	return &http.Client{
 		Transport: transport,
 		Timeout:   timeout,
-		// Token and revocation endpoints must answer directly: following a
+		// Token and revocation endpoints must respond directly: following a
 		// redirect would resend credentials to another URL.
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse

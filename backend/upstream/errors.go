@@ -14,7 +14,7 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// Class says what a failed upstream request means for the credential that
+// Class describes what a failed upstream request means for the credential that
 // was sent with it.
 type Class int
 
@@ -51,7 +51,7 @@ func (c Class) String() string {
 // and return to Vault clients: it never contains a token, a client secret or
 // a response body.
 type Error struct {
-	// Class says whether the request may be retried.
+	// Class tells whether the request may be retried.
 	Class Class
 
 	// Endpoint names the endpoint that failed, such as "token endpoint".
@@ -155,7 +155,7 @@ func classify(endpoint string, err error, requestSent bool, secrets ...string) *
 	if !requestSent {
 		return &Error{Class: Transient, Endpoint: endpoint, cause: err, reason: transportReason(err)}
 	}
-	// The request reached the upstream but no usable answer came back: the
+	// The request reached the upstream but no usable response came back: the
 	// connection broke, the deadline passed, or the body did not parse.
 	return &Error{Class: Ambiguous, Endpoint: endpoint, cause: err, reason: "no usable response after the request was sent: " + transportReason(err)}
 }
