@@ -276,7 +276,7 @@ func jwtExpiry(token string) time.Time {
 }
 
 // Revoke revokes token at the RFC 7009 endpoint revocationURL. The upstream
-// answers 200 for tokens it does not know, so Revoke returns nil for those
+// returns 200 for tokens it does not know, so Revoke returns nil for those
 // too. An error is an *Error.
 func Revoke(ctx context.Context, httpClient *http.Client, revocationURL string, creds Credentials, token, hint string) error {
 	req, err := newRevocationRequest(ctx, revocationURL, creds, token, hint)
