@@ -38,9 +38,9 @@ demo: tools
 dev: tools
 	$(GO) run ./scripts/dev $(DEV_FLAGS)
 
-## bench: run the benchmark against real servers
+## bench: run the benchmark against real servers (flags in BENCH_FLAGS)
 bench: tools
-	$(GO) run ./scripts/bench
+	$(GO) run ./scripts/bench $(BENCH_FLAGS)
 
 ## fmt: format the Go code with gofumpt
 fmt:
