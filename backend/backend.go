@@ -72,6 +72,9 @@ type backend struct {
 // plugin is mounted.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := newBackend()
+	if conf.System != nil {
+		conf.System = &fixedLocalMount{SystemView: conf.System}
+	}
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
@@ -107,6 +110,23 @@ func newBackend() *backend {
 		RunningVersion:    Version,
 	}
 	return b
+}
+
+// fixedLocalMount remembers whether the mount is local, which is fixed when
+// the mount is created. The SDK asks on every request to a path that
+// forwards from performance secondaries, and for an external plugin each
+// call is a round trip to Vault.
+type fixedLocalMount struct {
+	logical.SystemView
+
+	once  sync.Once
+	local bool
+}
+
+// LocalMount returns the value the wrapped system view reported first.
+func (v *fixedLocalMount) LocalMount() bool {
+	v.once.Do(func() { v.local = v.SystemView.LocalMount() })
+	return v.local
 }
 
 // invalidate drops cached state when another node changes storage.

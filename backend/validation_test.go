@@ -223,3 +223,34 @@ func TestRoleCacheFollowsOtherNodesWrites(t *testing.T) {
 		t.Errorf("role still readable after delete: %v", resp.Data)
 	}
 }
+
+// countingSystemView counts LocalMount calls.
+type countingSystemView struct {
+	logical.SystemView
+	calls int
+}
+
+func (v *countingSystemView) LocalMount() bool {
+	v.calls++
+	return true
+}
+
+func TestFactoryAsksLocalMountOnce(t *testing.T) {
+	system := &countingSystemView{SystemView: logical.TestSystemView()}
+	config := logical.TestBackendConfig()
+	config.StorageView = &logical.InmemStorage{}
+	config.System = system
+	b, err := Factory(t.Context(), config)
+	if err != nil {
+		t.Fatalf("Factory: %v", err)
+	}
+	for range 3 {
+		req := &logical.Request{Operation: logical.UpdateOperation, Path: "roles/deploy", Storage: config.StorageView, Data: map[string]interface{}{"scopes": "deploy:read"}}
+		if _, err := b.HandleRequest(t.Context(), req); err != nil {
+			t.Fatalf("role write: %v", err)
+		}
+	}
+	if system.calls != 1 {
+		t.Errorf("LocalMount calls = %d, want 1", system.calls)
+	}
+}
