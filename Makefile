@@ -26,9 +26,10 @@ test: test-unit test-e2e
 test-unit:
 	$(GO) test -race -count=1 -short ./backend/... ./cmd/...
 
-## test-e2e: tests that start Vault and Hydra on 127.0.0.1 (they skip under -short)
+## test-e2e: tests that start Vault and Hydra on 127.0.0.1 (they skip under -short);
+## one package at a time, so that their servers do not compete for two cores
 test-e2e: tools
-	$(GO) test -count=1 -timeout 40m ./scripts/... ./cmd/... ./bootstrap/...
+	$(GO) test -p 1 -count=1 -timeout 40m ./scripts/... ./cmd/... ./bootstrap/...
 
 ## demo: walk through the engine against real servers, then stop them
 demo: tools

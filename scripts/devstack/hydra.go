@@ -110,6 +110,11 @@ var hydraEnvPrefixes = []string{
 
 // StartHydra writes a configuration, runs migrations when SQLite is set,
 // starts `hydra serve all --dev` and waits until both listeners report ready.
+// hydraRequestTimeout bounds each request to Hydra's public and admin APIs.
+// It is generous because on a loaded 2-core machine the first requests
+// after Hydra starts on SQLite were seen to take more than 10 seconds.
+const hydraRequestTimeout = 30 * time.Second
+
 func StartHydra(ctx context.Context, opts HydraOptions) (*Hydra, error) {
 	binary := opts.Binary
 	if binary == "" {
@@ -130,7 +135,7 @@ func StartHydra(ctx context.Context, opts HydraOptions) (*Hydra, error) {
 		sqlite:     opts.SQLite,
 		dir:        dir,
 		removeDir:  removeDir,
-		httpClient: &http.Client{Timeout: 10 * time.Second},
+		httpClient: &http.Client{Timeout: hydraRequestTimeout},
 	}
 	config, err := h.writeConfig(opts)
 	if err != nil {

@@ -559,7 +559,7 @@ func newBrowser() (*browser, error) {
 	}
 	return &browser{client: &http.Client{
 		Jar:     jar,
-		Timeout: 10 * time.Second,
+		Timeout: hydraRequestTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
