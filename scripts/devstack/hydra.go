@@ -108,13 +108,13 @@ var hydraEnvPrefixes = []string{
 	"DSN=", "SECRETS_", "URLS_", "SERVE_", "TTL_", "LOG_", "OAUTH2_", "STRATEGIES_",
 }
 
-// StartHydra writes a configuration, runs migrations when SQLite is set,
-// starts `hydra serve all --dev` and waits until both listeners report ready.
 // hydraRequestTimeout bounds each request to Hydra's public and admin APIs.
 // It is generous because on a loaded 2-core machine the first requests
 // after Hydra starts on SQLite were seen to take more than 10 seconds.
 const hydraRequestTimeout = 30 * time.Second
 
+// StartHydra writes a configuration, runs migrations when SQLite is set,
+// starts `hydra serve all --dev` and waits until both listeners report ready.
 func StartHydra(ctx context.Context, opts HydraOptions) (*Hydra, error) {
 	binary := opts.Binary
 	if binary == "" {
