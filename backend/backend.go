@@ -113,8 +113,8 @@ func newBackend() *backend {
 }
 
 // fixedLocalMount remembers whether the mount is local, which is fixed when
-// the mount is created. The SDK asks on every request to a path that
-// forwards from performance secondaries, and for an external plugin each
+// the mount is created. The SDK checks it on every request to a path
+// that forwards from performance secondaries, and for an external plugin each
 // call is a round trip to Vault.
 type fixedLocalMount struct {
 	logical.SystemView

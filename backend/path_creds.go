@@ -123,7 +123,8 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 // recordMint writes the WAL entry of a minted token and its lease record.
 // The two writes are independent, so they go to storage at once: each is a
 // round trip from the plugin to Vault on the mint's critical path. On error
-// nothing is left behind.
+// it deletes whichever of the two was written; a failed delete leaves a WAL
+// entry that the rollback revokes, or a record that expires with the token.
 func (b *backend) recordMint(ctx context.Context, s logical.Storage, internal *tokenRevocation, record *leaseRecord) (string, error) {
 	var (
 		wg        sync.WaitGroup

@@ -72,7 +72,7 @@ type rootGrant struct {
 	// RetryAt delays the next scheduled attempt after a transient failure.
 	RetryAt time.Time `json:"retry_at,omitempty"`
 
-	// RotateNow asks the next tick to rotate regardless of the schedule,
+	// RotateNow makes the next tick rotate regardless of the schedule,
 	// after an interrupted rotation was found.
 	RotateNow bool `json:"rotate_now,omitempty"`
 

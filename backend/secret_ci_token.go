@@ -151,8 +151,8 @@ func (b *backend) deleteLeaseRecord(ctx context.Context, s logical.Storage, data
 // that leaves the token unusable as success. Transient failures return an
 // error, so the lease stays and a later attempt retries. When the upstream
 // rejects the client credentials stored in the lease, the credentials of the
-// current config are tried, which covers a rotated client secret; s may be
-// nil to skip that. A rejection that no credential can fix is logged at
+// current config are tried, which covers a rotated client secret. A nil s
+// skips that. A rejection that no credential can fix is logged at
 // Error and counts as done: Vault 1.21 does not let a lease that fails with
 // logical.ErrUnrecoverable go when a mount is disabled, and the token
 // expires on its own.

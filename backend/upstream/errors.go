@@ -51,7 +51,7 @@ func (c Class) String() string {
 // and return to Vault clients: it never contains a token, a client secret or
 // a response body.
 type Error struct {
-	// Class tells whether the request may be retried.
+	// Class is whether the request may be retried, and how.
 	Class Class
 
 	// Endpoint names the endpoint that failed, such as "token endpoint".

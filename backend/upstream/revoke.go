@@ -39,7 +39,7 @@ func newRevocationRequest(ctx context.Context, revocationURL string, creds Crede
 	return req, nil
 }
 
-// revocationError classifies a non-200 answer from a revocation endpoint.
+// revocationError classifies a non-200 response from a revocation endpoint.
 func revocationError(resp *http.Response, secrets ...string) *Error {
 	e := &Error{
 		Endpoint:   "revocation endpoint",

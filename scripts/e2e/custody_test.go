@@ -117,7 +117,7 @@ func TestRootRefreshTokenReuse(t *testing.T) {
 		t.Fatalf("refresh of the spent seed outside vault: error = %v, want invalid_grant", err)
 	}
 
-	// A rotation that fails for an upstream reason answers HTTP 500, which
+	// A rotation that fails for an upstream reason returns HTTP 500, which
 	// the API client would retry. One attempt per request keeps the counts
 	// below exact.
 	client := noRetryClient(t, st.Vault)
