@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/salt"
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -64,6 +65,10 @@ type backend struct {
 	// nanoseconds, for the warning on role writes that ask for more.
 	observedLifetime atomic.Int64
 
+	// mintWALDeletes counts the deletes of mint WAL entries still running
+	// after their request returned; clean waits for them.
+	mintWALDeletes sync.WaitGroup
+
 	// now is the clock, replaceable in tests.
 	now func() time.Time
 }
@@ -73,7 +78,7 @@ type backend struct {
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := newBackend()
 	if conf.System != nil {
-		conf.System = &fixedLocalMount{SystemView: conf.System}
+		conf.System = &cachedSystemView{SystemView: conf.System}
 	}
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
@@ -112,21 +117,59 @@ func newBackend() *backend {
 	return b
 }
 
-// fixedLocalMount remembers whether the mount is local, which is fixed when
-// the mount is created. The SDK checks it on every request to a path
-// that forwards from performance secondaries, and for an external plugin each
-// call is a round trip to Vault.
-type fixedLocalMount struct {
+// replicationStateTTL is how long cachedSystemView reuses a replication
+// state. The state changes only when the node's replication or HA role
+// changes, and the TTL bounds how long a request may see the previous one.
+const replicationStateTTL = time.Second
+
+// cachedSystemView saves the two calls to Vault the SDK makes before every
+// request. For an external plugin each call is a round trip to the Vault
+// process on the request's critical path. Whether the mount is local is
+// fixed when the mount is created, so the first value is kept for good. The
+// replication state is kept for replicationStateTTL. Writes that the engine
+// starts on its own (the periodic rotation) check the state with
+// writeSafeNow, which does not use the cache.
+type cachedSystemView struct {
 	logical.SystemView
 
-	once  sync.Once
-	local bool
+	localOnce sync.Once
+	local     bool
+
+	stateMu      sync.Mutex
+	state        consts.ReplicationState
+	stateFetched time.Time
 }
 
 // LocalMount returns the value the wrapped system view reported first.
-func (v *fixedLocalMount) LocalMount() bool {
-	v.once.Do(func() { v.local = v.SystemView.LocalMount() })
+func (v *cachedSystemView) LocalMount() bool {
+	v.localOnce.Do(func() { v.local = v.SystemView.LocalMount() })
 	return v.local
+}
+
+// ReplicationState returns the wrapped system view's state, reading it
+// again once the cached value is older than replicationStateTTL.
+func (v *cachedSystemView) ReplicationState() consts.ReplicationState {
+	v.stateMu.Lock()
+	defer v.stateMu.Unlock()
+	if v.stateFetched.IsZero() || time.Since(v.stateFetched) >= replicationStateTTL {
+		v.state = v.SystemView.ReplicationState()
+		v.stateFetched = time.Now()
+	}
+	return v.state
+}
+
+// writeSafeNow reports whether this node may write the mount's shared
+// storage, from the replication state Vault reports now rather than a
+// cached one: the same rule as the SDK's WriteSafeReplicationState.
+func (b *backend) writeSafeNow() bool {
+	system := b.System()
+	if cached, ok := system.(*cachedSystemView); ok {
+		system = cached.SystemView
+	}
+	state := system.ReplicationState()
+	return (b.System().LocalMount() || !state.HasState(consts.ReplicationPerformanceSecondary)) &&
+		!state.HasState(consts.ReplicationDRSecondary) &&
+		!state.HasState(consts.ReplicationPerformanceStandby)
 }
 
 // invalidate drops cached state when another node changes storage.
@@ -147,6 +190,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 
 // clean closes idle upstream connections when the mount is unloaded.
 func (b *backend) clean(context.Context) {
+	b.mintWALDeletes.Wait()
 	b.clients.reset()
 }
 

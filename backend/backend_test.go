@@ -77,6 +77,9 @@ func getTestBackend(tb testing.TB, opts ...fakeissuer.Option) *testEnv {
 	env := &testEnv{t: tb, b: b, storage: config.StorageView, issuer: issuer, logs: logs}
 	env.addSecret(testClientSecret)
 	tb.Cleanup(env.checkNoSecretLogged)
+	// Cleanups run last first: the WAL deletes that outlive their mints
+	// finish, and log any failure, before the log is checked.
+	tb.Cleanup(b.mintWALDeletes.Wait)
 	return env
 }
 

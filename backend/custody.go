@@ -334,10 +334,16 @@ func isGrantUnusable(err error) bool {
 	return errors.As(err, &unusable)
 }
 
+// walDeleteTimeout bounds a WAL delete, which outlives the request that
+// started it.
+const walDeleteTimeout = time.Minute
+
 // deleteWAL removes a WAL entry; a failure only delays cleanup, because the
 // rollback of a root_refresh entry checks the stored generation first.
 func (b *backend) deleteWAL(ctx context.Context, s logical.Storage, id string) {
-	if err := framework.DeleteWAL(context.WithoutCancel(ctx), s, id); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), walDeleteTimeout)
+	defer cancel()
+	if err := framework.DeleteWAL(ctx, s, id); err != nil {
 		b.Logger().Warn("deleting WAL entry failed", "wal_id", id, "error", err)
 	}
 }

@@ -256,6 +256,12 @@ func shortenStorageRetries(t *testing.T) {
 // rootWAL returns the root_refresh WAL entries in storage.
 func rootWAL(env *testEnv) []*framework.WALEntry {
 	env.t.Helper()
+	return walEntries(env, walKindRootRefresh)
+}
+
+// walEntries returns the WAL entries of one kind in storage.
+func walEntries(env *testEnv, kind string) []*framework.WALEntry {
+	env.t.Helper()
 	ctx := context.Background()
 	ids, err := framework.ListWAL(ctx, env.storage)
 	if err != nil {
@@ -267,7 +273,7 @@ func rootWAL(env *testEnv) []*framework.WALEntry {
 		if err != nil {
 			env.t.Fatalf("reading WAL %s: %v", id, err)
 		}
-		if entry != nil && entry.Kind == walKindRootRefresh {
+		if entry != nil && entry.Kind == kind {
 			entries = append(entries, entry)
 		}
 	}

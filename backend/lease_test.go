@@ -1,11 +1,13 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ci-tokens/vault-plugin-secrets-ci-tokens/backend/internal/fakeissuer"
@@ -332,6 +334,44 @@ func TestMintRollbackRevokesToken(t *testing.T) {
 	outstanding, err := countOutstandingLeases(t.Context(), env.storage, time.Now())
 	if err != nil || outstanding != 0 {
 		t.Errorf("outstanding leases after rollback = %d (err %v), want 0", outstanding, err)
+	}
+}
+
+// walDeleteGate holds every delete of a WAL entry until release is closed.
+type walDeleteGate struct {
+	logical.Storage
+	release chan struct{}
+}
+
+func (s *walDeleteGate) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, framework.WALPrefix) {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Storage.Delete(ctx, key)
+}
+
+func TestMintReturnsBeforeWALDelete(t *testing.T) {
+	env := getTestBackend(t)
+	env.configure()
+	gate := &walDeleteGate{Storage: env.storage, release: make(chan struct{})}
+	env.storage = gate
+
+	// mintFor returns although no WAL delete can finish yet.
+	resp := env.mintFor(map[string]interface{}{"scopes": "deploy:read"}, nil)
+	if got := len(walEntries(env, walKindMint)); got != 1 {
+		t.Fatalf("mint WAL entries while the delete waits = %d, want 1", got)
+	}
+	close(gate.release)
+	env.b.mintWALDeletes.Wait()
+	if got := len(walEntries(env, walKindMint)); got != 0 {
+		t.Errorf("mint WAL entries after the delete = %d, want 0", got)
+	}
+	if token := resp.Data["access_token"].(string); !env.issuer.Active(token) {
+		t.Errorf("the minted token is not active at the issuer")
 	}
 }
 

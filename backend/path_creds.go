@@ -112,7 +112,7 @@ func (b *backend) pathCredsMint(ctx context.Context, req *logical.Request, d *fr
 	resp.Secret.TTL = lease.ttl
 	resp.Secret.MaxTTL = lease.maxTTL
 	resp.Secret.Renewable = lease.renewable
-	b.deleteWAL(ctx, req.Storage, walID)
+	b.deleteMintWALAfterReturn(req.Storage, walID)
 
 	b.tokensMinted.Add(1)
 	b.observedLifetime.Store(int64(lease.tokenExpiresAt.Sub(issuedAt)))
@@ -151,6 +151,20 @@ func (b *backend) recordMint(ctx context.Context, s logical.Storage, internal *t
 		return "", recordErr
 	}
 	return walID, nil
+}
+
+// deleteMintWALAfterReturn deletes the WAL entry of a token handed to Vault
+// in the background, which takes a storage round trip off the mint. The
+// entry is written before the response, so a token whose lease Vault never
+// stores is still revoked by the rollback. If the process stops before the
+// delete, the rollback revokes a token whose lease Vault may hold: the
+// engine errs on the side of revoking.
+func (b *backend) deleteMintWALAfterReturn(s logical.Storage, walID string) {
+	b.mintWALDeletes.Add(1)
+	go func() {
+		defer b.mintWALDeletes.Done()
+		b.deleteWAL(context.Background(), s, walID)
+	}()
 }
 
 // mint requests a token from the upstream with the role's strategy.

@@ -82,7 +82,7 @@ func dueAt(cfg *engineConfig, last, retryAt time.Time, rotateNow bool, now time.
 // rotates the root and standby grants when due, on the node whose storage is
 // writable only.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
-	if !b.WriteSafeReplicationState() {
+	if !b.writeSafeNow() {
 		return nil
 	}
 	cfg, err := b.getConfig(ctx, req.Storage)
@@ -181,7 +181,7 @@ func (b *backend) rollbackRootRefresh(ctx context.Context, s logical.Storage, da
 // previous process. Retrying at once matters for upstreams whose rotation
 // grace period is shorter than walRollbackMinAge.
 func (b *backend) recoverInterruptedRotations(ctx context.Context, req *logical.InitializationRequest) error {
-	if !b.WriteSafeReplicationState() {
+	if !b.writeSafeNow() {
 		return nil
 	}
 	ids, err := framework.ListWAL(ctx, req.Storage)

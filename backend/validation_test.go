@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -224,33 +226,63 @@ func TestRoleCacheFollowsOtherNodesWrites(t *testing.T) {
 	}
 }
 
-// countingSystemView counts LocalMount calls.
+// countingSystemView counts the calls the SDK makes before each request.
 type countingSystemView struct {
 	logical.SystemView
-	calls int
+	localCalls int
+	stateCalls int
 }
 
 func (v *countingSystemView) LocalMount() bool {
-	v.calls++
+	v.localCalls++
 	return true
 }
 
-func TestFactoryAsksLocalMountOnce(t *testing.T) {
+func (v *countingSystemView) ReplicationState() consts.ReplicationState {
+	v.stateCalls++
+	return consts.ReplicationUnknown
+}
+
+func TestFactoryCachesPerRequestCalls(t *testing.T) {
 	system := &countingSystemView{SystemView: logical.TestSystemView()}
 	config := logical.TestBackendConfig()
 	config.StorageView = &logical.InmemStorage{}
 	config.System = system
-	b, err := Factory(t.Context(), config)
+	raw, err := Factory(t.Context(), config)
 	if err != nil {
 		t.Fatalf("Factory: %v", err)
 	}
-	for range 3 {
+	writeRole := func() {
+		t.Helper()
 		req := &logical.Request{Operation: logical.UpdateOperation, Path: "roles/deploy", Storage: config.StorageView, Data: map[string]interface{}{"scopes": "deploy:read"}}
-		if _, err := b.HandleRequest(t.Context(), req); err != nil {
+		if _, err := raw.HandleRequest(t.Context(), req); err != nil {
 			t.Fatalf("role write: %v", err)
 		}
 	}
-	if system.calls != 1 {
-		t.Errorf("LocalMount calls = %d, want 1", system.calls)
+	for range 3 {
+		writeRole()
+	}
+	if system.localCalls != 1 || system.stateCalls != 1 {
+		t.Errorf("after 3 requests: LocalMount calls = %d, ReplicationState calls = %d, want 1 and 1", system.localCalls, system.stateCalls)
+	}
+
+	b := raw.(*backend)
+	view := b.System().(*cachedSystemView)
+	view.stateMu.Lock()
+	view.stateFetched = time.Now().Add(-replicationStateTTL)
+	view.stateMu.Unlock()
+	writeRole()
+	if system.stateCalls != 2 {
+		t.Errorf("ReplicationState calls after the cached state aged = %d, want 2", system.stateCalls)
+	}
+
+	// writeSafeNow reads the state from Vault on every call.
+	for range 2 {
+		if !b.writeSafeNow() {
+			t.Fatalf("writeSafeNow = false on a node without replication")
+		}
+	}
+	if system.stateCalls != 4 {
+		t.Errorf("ReplicationState calls after two writeSafeNow = %d, want 4", system.stateCalls)
 	}
 }
