@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 )
@@ -130,6 +131,35 @@ func TestRunLoadStopsAtDuration(t *testing.T) {
 	}
 	if len(result.latencies) == 0 {
 		t.Error("no request succeeded, want some")
+	}
+}
+
+func TestRunLoadPausesBetweenRequests(t *testing.T) {
+	const pause = 20 * time.Millisecond
+	var (
+		mu    sync.Mutex
+		sends []time.Time
+	)
+	fn := func(context.Context, int, int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		sends = append(sends, time.Now())
+		return nil
+	}
+	result := runLoad(context.Background(), loadSpec{concurrency: 1, duration: 200 * time.Millisecond, pause: pause}, fn)
+
+	if len(sends) < 2 || len(sends) > 11 {
+		t.Fatalf("requests in 200ms with a 20ms pause = %d, want 2 to 11", len(sends))
+	}
+	for i := 1; i < len(sends); i++ {
+		if gap := sends[i].Sub(sends[i-1]); gap < pause {
+			t.Errorf("gap before request %d = %v, want at least %v", i, gap, pause)
+		}
+	}
+	for _, latency := range result.latencies {
+		if latency >= pause {
+			t.Errorf("latency %v includes the pause", latency)
+		}
 	}
 }
 

@@ -27,6 +27,10 @@ type loadSpec struct {
 	// maxRequests, when above zero, also ends the run once that many
 	// requests were started.
 	maxRequests int
+
+	// pause is how long each worker waits after a response before it sends
+	// the next request. It is not part of any latency.
+	pause time.Duration
 }
 
 // loadResult is the measurement of one run. Latencies are those of
@@ -65,7 +69,7 @@ func runLoad(ctx context.Context, spec loadSpec, fn requestFunc) loadResult {
 	begin := time.Now()
 	for worker := range spec.concurrency {
 		wg.Go(func() {
-			w := runWorker(ctx, worker, deadline, spec.maxRequests, &started, fn)
+			w := runWorker(ctx, worker, deadline, spec, &started, fn)
 			mu.Lock()
 			defer mu.Unlock()
 			result.latencies = append(result.latencies, w.latencies...)
@@ -93,13 +97,20 @@ type workerResult struct {
 	inWindow int
 }
 
-// runWorker sends requests one after another until the deadline passes, the
-// shared budget of maxRequests is spent or ctx ends.
-func runWorker(ctx context.Context, worker int, deadline time.Time, maxRequests int, started *atomic.Int64, fn requestFunc) workerResult {
+// runWorker sends requests one after another, spec.pause apart, until the
+// deadline passes, the shared budget of spec.maxRequests is spent or ctx
+// ends.
+func runWorker(ctx context.Context, worker int, deadline time.Time, spec loadSpec, started *atomic.Int64, fn requestFunc) workerResult {
 	var result workerResult
 	for seq := 0; ctx.Err() == nil && time.Now().Before(deadline); seq++ {
-		if maxRequests > 0 && started.Add(1) > int64(maxRequests) {
+		if spec.maxRequests > 0 && started.Add(1) > int64(spec.maxRequests) {
 			break
+		}
+		if seq > 0 && spec.pause > 0 {
+			time.Sleep(spec.pause)
+			if !time.Now().Before(deadline) {
+				break
+			}
 		}
 		begin := time.Now()
 		err := fn(ctx, worker, seq)

@@ -45,6 +45,11 @@ type config struct {
 	out             string
 	dir             string
 	timeout         time.Duration
+
+	// profileDir, when set, selects a plugin built with -tags pprof and
+	// adds a profiling phase at the end of the run.
+	profileDir         string
+	profileConcurrency int
 }
 
 func main() {
@@ -82,6 +87,8 @@ func parseFlags(args []string) (config, error) {
 	flags.StringVar(&cfg.out, "out", "bench/results.json", "path of the JSON results")
 	flags.StringVar(&cfg.dir, "dir", "", "directory for the servers' files and logs, kept after the run (default: a temporary directory, removed)")
 	flags.DurationVar(&cfg.timeout, "timeout", 20*time.Minute, "upper bound of the whole run")
+	flags.StringVar(&cfg.profileDir, "profile", "", "after the scenarios, record CPU profiles of the plugin and Vault during scenario A, and the plugin's heap, into this directory")
+	flags.IntVar(&cfg.profileConcurrency, "profile-concurrency", 64, "concurrency of scenario A while -profile records")
 	if err := flags.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -113,6 +120,8 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-level-attempts: must be at least 1, got %d", cfg.levelAttempts)
 	case cfg.rotateEvery <= 0:
 		return config{}, fmt.Errorf("-rotate-every: must be positive, got %s", cfg.rotateEvery)
+	case cfg.profileConcurrency < 1:
+		return config{}, fmt.Errorf("-profile-concurrency: must be at least 1, got %d", cfg.profileConcurrency)
 	case cfg.timeout <= 0:
 		return config{}, fmt.Errorf("-timeout: must be positive, got %s", cfg.timeout)
 	}

@@ -36,6 +36,11 @@ func (b *bench) runPhases(ctx context.Context) error {
 		b.report.Memory.AfterLevels = append(b.report.Memory.AfterLevels, levelMemory{Concurrency: concurrency, memorySample: sample})
 	}
 
+	b.report.HydraAfterIdle, err = b.measureIdleControl(ctx)
+	if err != nil {
+		return err
+	}
+
 	end, err := readMemoryStatus(b.pluginPID)
 	if err != nil {
 		return err

@@ -39,8 +39,12 @@ type report struct {
 
 	Scenarios []scenarioResult `json:"scenarios"`
 	Ratios    ratios           `json:"ratios"`
-	Memory    memoryResult     `json:"memory"`
-	Targets   []targetResult   `json:"targets"`
+
+	// HydraAfterIdle is set when level 1 was measured.
+	HydraAfterIdle *idleControl `json:"hydra_after_idle,omitempty"`
+
+	Memory  memoryResult   `json:"memory"`
+	Targets []targetResult `json:"targets"`
 }
 
 // versions names the software that was measured.
@@ -247,6 +251,7 @@ func (r *report) writeTables(w io.Writer) {
 		fmt.Fprintf(w, "- %s: %s\n", scenario.Name, scenario.Description)
 	}
 
+	r.writeIdleControl(w)
 	r.writeRotation(w)
 	r.writeMemory(w)
 

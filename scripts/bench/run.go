@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,10 @@ type bench struct {
 	pluginPID int
 	hydraPID  int
 
+	// pprofAddr is the plugin's profiling address when cfg.profileDir is
+	// set.
+	pprofAddr string
+
 	// mints counts successful mints since the plugin started.
 	mints atomic.Int64
 }
@@ -49,11 +54,21 @@ func progress(format string, args ...any) {
 
 func run(ctx context.Context, cfg config) (err error) {
 	b := &bench{cfg: cfg, report: &report{StartedAt: time.Now().UTC()}}
-	b.stack, err = devstack.Up(ctx, devstack.Options{
+	opts := devstack.Options{
 		Dir:           cfg.dir,
 		VaultLogLevel: cfg.vaultLogLevel,
 		Logf:          progress,
-	})
+	}
+	if cfg.profileDir != "" {
+		port, err := loopbackPort()
+		if err != nil {
+			return fmt.Errorf("pick the plugin's profiling port: %w", err)
+		}
+		b.pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
+		opts.PluginBuildTags = []string{"pprof"}
+		opts.PluginEnv = []string{pprofAddrVariable + "=" + b.pprofAddr}
+	}
+	b.stack, err = devstack.Up(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -71,6 +86,11 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	if err := b.runPhases(ctx); err != nil {
 		return err
+	}
+	if cfg.profileDir != "" {
+		if err := b.profile(ctx); err != nil {
+			return err
+		}
 	}
 
 	b.report.FinishedAt = time.Now().UTC()

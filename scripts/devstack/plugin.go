@@ -32,12 +32,16 @@ type Plugin struct {
 	Dir     string // Vault's plugin_directory
 	Path    string // Dir/Name
 	SHA256  string // hex SHA-256 of the binary, as the catalog expects
+
+	// Env is the catalog's environment for the plugin process, as
+	// KEY=VALUE entries.
+	Env []string
 }
 
 // BuildPlugin builds ./cmd/vault-plugin-secrets-ci-tokens from the working
-// tree into dir with version stamped in, and returns it with its checksum.
-// An empty version means DefaultPluginVersion.
-func BuildPlugin(ctx context.Context, dir, version string) (Plugin, error) {
+// tree into dir with version stamped in and the given build tags, and
+// returns it with its checksum. An empty version means DefaultPluginVersion.
+func BuildPlugin(ctx context.Context, dir, version string, tags ...string) (Plugin, error) {
 	if version == "" {
 		version = DefaultPluginVersion
 	}
@@ -59,6 +63,7 @@ func BuildPlugin(ctx context.Context, dir, version string) (Plugin, error) {
 	args := []string{
 		"build", "-trimpath",
 		"-ldflags", "-X " + versionVariable + "=" + version,
+		"-tags", strings.Join(tags, ","),
 		"-o", tmp, "./cmd/" + PluginName,
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)

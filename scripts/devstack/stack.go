@@ -60,6 +60,14 @@ type Options struct {
 	// DefaultPluginVersion.
 	PluginVersion string
 
+	// PluginBuildTags are Go build tags for the plugin binary, such as
+	// "pprof" for the profiling listener.
+	PluginBuildTags []string
+
+	// PluginEnv is the environment, as KEY=VALUE entries, that Vault's
+	// plugin catalog gives the plugin process.
+	PluginEnv []string
+
 	// PersistentVault runs Vault with file storage; see VaultOptions.
 	PersistentVault bool
 
@@ -137,10 +145,11 @@ func (s *Stack) up(ctx context.Context, opts Options) error {
 	}
 
 	s.logf("building plugin %s", PluginName)
-	s.Plugin, err = BuildPlugin(ctx, filepath.Join(s.Dir, "plugins"), opts.PluginVersion)
+	s.Plugin, err = BuildPlugin(ctx, filepath.Join(s.Dir, "plugins"), opts.PluginVersion, opts.PluginBuildTags...)
 	if err != nil {
 		return err
 	}
+	s.Plugin.Env = opts.PluginEnv
 
 	s.logf("starting hydra")
 	s.Hydra, err = StartHydra(ctx, HydraOptions{

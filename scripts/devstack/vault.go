@@ -393,7 +393,7 @@ func (v *Vault) Command(ctx context.Context, args ...string) *exec.Cmd {
 func (v *Vault) ReadLog() ([]byte, error) { return os.ReadFile(v.LogPath) }
 
 // RegisterPlugin adds p to the plugin catalog as a secrets plugin with its
-// SHA-256 and version.
+// SHA-256, version and environment.
 func (v *Vault) RegisterPlugin(ctx context.Context, p Plugin) error {
 	err := v.Client.Sys().RegisterPluginWithContext(ctx, &api.RegisterPluginInput{
 		Name:    p.Name,
@@ -401,6 +401,7 @@ func (v *Vault) RegisterPlugin(ctx context.Context, p Plugin) error {
 		Command: filepath.Base(p.Path),
 		SHA256:  p.SHA256,
 		Version: p.Version,
+		Env:     p.Env,
 	})
 	if err != nil {
 		return fmt.Errorf("register plugin %s %s: %w", p.Name, p.Version, err)
