@@ -6,8 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"sync/atomic"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )

@@ -29,16 +29,17 @@ func (b *bench) runPhases(ctx context.Context) error {
 		if err := b.measureLevel(ctx, concurrency); err != nil {
 			return err
 		}
+		if concurrency == 1 {
+			b.report.HydraAfterIdle, err = b.measureIdleControl(ctx)
+			if err != nil {
+				return err
+			}
+		}
 		sample, err := b.sampleMemory(ctx)
 		if err != nil {
 			return err
 		}
 		b.report.Memory.AfterLevels = append(b.report.Memory.AfterLevels, levelMemory{Concurrency: concurrency, memorySample: sample})
-	}
-
-	b.report.HydraAfterIdle, err = b.measureIdleControl(ctx)
-	if err != nil {
-		return err
 	}
 
 	end, err := readMemoryStatus(b.pluginPID)
