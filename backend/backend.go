@@ -65,9 +65,9 @@ type backend struct {
 	// nanoseconds, for the warning on role writes that ask for more.
 	observedLifetime atomic.Int64
 
-	// mintWALDeletes counts the deletes of mint WAL entries still running
-	// after their request returned; clean waits for them.
-	mintWALDeletes sync.WaitGroup
+	// background runs the deletes of mint WAL entries that outlive their
+	// request; clean waits for them.
+	background backgroundTasks
 
 	// now is the clock, replaceable in tests.
 	now func() time.Time
@@ -190,7 +190,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 
 // clean closes idle upstream connections when the mount is unloaded.
 func (b *backend) clean(context.Context) {
-	b.mintWALDeletes.Wait()
+	b.background.wait()
 	b.clients.reset()
 }
 

@@ -79,7 +79,7 @@ func getTestBackend(tb testing.TB, opts ...fakeissuer.Option) *testEnv {
 	tb.Cleanup(env.checkNoSecretLogged)
 	// Cleanups run last first: the WAL deletes that outlive their mints
 	// finish, and log any failure, before the log is checked.
-	tb.Cleanup(b.mintWALDeletes.Wait)
+	tb.Cleanup(b.background.wait)
 	return env
 }
 

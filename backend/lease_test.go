@@ -366,7 +366,7 @@ func TestMintReturnsBeforeWALDelete(t *testing.T) {
 		t.Fatalf("mint WAL entries while the delete waits = %d, want 1", got)
 	}
 	close(gate.release)
-	env.b.mintWALDeletes.Wait()
+	env.b.background.wait()
 	if got := len(walEntries(env, walKindMint)); got != 0 {
 		t.Errorf("mint WAL entries after the delete = %d, want 0", got)
 	}

@@ -160,11 +160,9 @@ func (b *backend) recordMint(ctx context.Context, s logical.Storage, internal *t
 // delete, the rollback revokes a token whose lease Vault may hold: the
 // engine errs on the side of revoking.
 func (b *backend) deleteMintWALAfterReturn(s logical.Storage, walID string) {
-	b.mintWALDeletes.Add(1)
-	go func() {
-		defer b.mintWALDeletes.Done()
+	b.background.goRun(func() {
 		b.deleteWAL(context.Background(), s, walID)
-	}()
+	})
 }
 
 // mint requests a token from the upstream with the role's strategy.
