@@ -157,8 +157,8 @@ func (b *backend) recordMint(ctx context.Context, s logical.Storage, internal *t
 // in the background, which takes a storage round trip off the mint. The
 // entry is written before the response, so a token whose lease Vault never
 // stores is still revoked by the rollback. If the process stops before the
-// delete, the rollback revokes a token whose lease Vault may hold: the
-// engine errs on the side of revoking.
+// delete, or the delete fails, the rollback revokes a token whose lease
+// Vault may hold: the engine errs on the side of revoking.
 func (b *backend) deleteMintWALAfterReturn(s logical.Storage, walID string) {
 	b.background.goRun(func() {
 		b.deleteWAL(context.Background(), s, walID)
