@@ -7,15 +7,21 @@ import (
 	"time"
 )
 
-func TestBackgroundWaitIdleReturns(t *testing.T) {
-	var tasks backgroundTasks
+// waitInBackground calls tasks.wait in a goroutine and returns a channel
+// that is closed when the call returns.
+func waitInBackground(tasks *backgroundTasks) <-chan struct{} {
 	returned := make(chan struct{})
 	go func() {
 		tasks.wait()
 		close(returned)
 	}()
+	return returned
+}
+
+func TestBackgroundWaitIdleReturns(t *testing.T) {
+	var tasks backgroundTasks
 	select {
-	case <-returned:
+	case <-waitInBackground(&tasks):
 	case <-time.After(5 * time.Second):
 		t.Fatal("wait with no task did not return")
 	}
@@ -32,11 +38,7 @@ func TestBackgroundWaitBlocksUntilTasksEnd(t *testing.T) {
 		})
 	}
 
-	returned := make(chan struct{})
-	go func() {
-		tasks.wait()
-		close(returned)
-	}()
+	returned := waitInBackground(&tasks)
 	select {
 	case <-returned:
 		t.Fatal("wait returned while tasks were running")
