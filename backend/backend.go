@@ -151,25 +151,29 @@ func (v *cachedSystemView) LocalMount() bool {
 func (v *cachedSystemView) ReplicationState() consts.ReplicationState {
 	v.stateMu.Lock()
 	defer v.stateMu.Unlock()
-	if v.stateFetched.IsZero() || time.Since(v.stateFetched) >= replicationStateTTL {
+	if time.Since(v.stateFetched) >= replicationStateTTL {
 		v.state = v.SystemView.ReplicationState()
 		v.stateFetched = time.Now()
 	}
 	return v.state
 }
 
-// writeSafeNow reports whether this node may write the mount's shared
-// storage, from the replication state Vault reports now rather than a
-// cached one: the same rule as the SDK's WriteSafeReplicationState.
+// expireReplicationState makes the next ReplicationState call read the
+// state from Vault.
+func (v *cachedSystemView) expireReplicationState() {
+	v.stateMu.Lock()
+	defer v.stateMu.Unlock()
+	v.stateFetched = time.Time{}
+}
+
+// writeSafeNow reports, with the SDK's WriteSafeReplicationState, whether
+// this node may write the mount's shared storage, from the replication
+// state Vault reports now rather than a cached one.
 func (b *backend) writeSafeNow() bool {
-	system := b.System()
-	if cached, ok := system.(*cachedSystemView); ok {
-		system = cached.SystemView
+	if cached, ok := b.System().(*cachedSystemView); ok {
+		cached.expireReplicationState()
 	}
-	state := system.ReplicationState()
-	return (b.System().LocalMount() || !state.HasState(consts.ReplicationPerformanceSecondary)) &&
-		!state.HasState(consts.ReplicationDRSecondary) &&
-		!state.HasState(consts.ReplicationPerformanceStandby)
+	return b.WriteSafeReplicationState()
 }
 
 // invalidate drops cached state when another node changes storage.
