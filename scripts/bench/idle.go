@@ -8,13 +8,9 @@ import (
 	"time"
 )
 
-// idleControl is scenario C at concurrency 1 with and without a pause
-// before each request, in alternating rounds right after level 1. The pause
-// is as long as Hydra waits between two of the engine's token requests
-// during A at concurrency 1 (A's p50 less C's). Comparing the two shows
-// whether Hydra responds slower after idling, as it does before every mint,
-// than back to back, as in C. It is for reference, because the targets
-// use C.
+// idleControl is scenario C at concurrency 1, with and without a pause as
+// long as Hydra idles between mints in A, to show whether Hydra responds
+// slower after idling. The targets do not use it.
 type idleControl struct {
 	PauseMs float64 `json:"pause_ms"`
 
@@ -66,12 +62,12 @@ func (b *bench) measureIdleControl(ctx context.Context) (*idleControl, error) {
 // merge adds the latencies and errors of another run to r.
 func (r *loadResult) merge(other loadResult) {
 	r.latencies = append(r.latencies, other.latencies...)
-	slices.Sort(r.latencies)
 	r.errors += other.errors
 }
 
 // idleRun summarizes r for the idle control.
 func (r *loadResult) idleRun() idleRun {
+	slices.Sort(r.latencies)
 	return idleRun{
 		Requests: len(r.latencies),
 		Errors:   r.errors,
