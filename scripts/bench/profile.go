@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,16 +15,6 @@ import (
 // pprofAddrVariable is the environment variable in which a plugin built
 // with -tags pprof finds its profiling address.
 const pprofAddrVariable = "CI_TOKENS_PPROF_ADDR"
-
-// loopbackPort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func loopbackPort() (int, error) {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer listener.Close()
-	return listener.Addr().(*net.TCPAddr).Port, nil
-}
 
 // profile runs scenario A at cfg.profileConcurrency for cfg.duration while
 // it records CPU profiles of the plugin and of Vault, then saves the

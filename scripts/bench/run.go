@@ -60,7 +60,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		Logf:          progress,
 	}
 	if cfg.profileDir != "" {
-		port, err := loopbackPort()
+		port, err := devstack.FreePort()
 		if err != nil {
 			return fmt.Errorf("pick the plugin's profiling port: %w", err)
 		}

@@ -165,11 +165,11 @@ func StartHydra(ctx context.Context, opts HydraOptions) (*Hydra, error) {
 
 func (h *Hydra) writeConfig(opts HydraOptions) (hydraConfig, error) {
 	var config hydraConfig
-	publicPort, err := freePort()
+	publicPort, err := FreePort()
 	if err != nil {
 		return config, err
 	}
-	adminPort, err := freePort()
+	adminPort, err := FreePort()
 	if err != nil {
 		return config, err
 	}

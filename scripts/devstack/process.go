@@ -162,10 +162,10 @@ func (p *process) signalAndWait(sig syscall.Signal, timeout time.Duration) error
 	return nil
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago. Another
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. Another
 // program may take it before the server binds it; the server then fails to
 // start with an error that names the address.
-func freePort() (int, error) {
+func FreePort() (int, error) {
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)

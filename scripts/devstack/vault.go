@@ -464,7 +464,7 @@ func (v *Vault) cleanupDir() {
 func freePortPair() (int, error) {
 	const attempts = 20
 	for range attempts {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return 0, err
 		}
